@@ -1,0 +1,1 @@
+"""CoCA long-context fine-tuning: attention, model loading and the trainer."""

@@ -1,0 +1,193 @@
+"""CoCA (Collinear Constrained Attention) for LLaMA-family models in transformers.
+
+CoCA replaces the key projection W_k by a projection W_t whose output, per 2-D RoPE slice,
+is one non-negative scalar, so that every key slice is collinear with its query slice.
+Both variants reduce to ordinary attention on prepared queries and keys (../shared/COCA.md):
+
+    c  = relu((t[:d/2] + t[d/2:]) / 2)        t' = cat(c, c)        K' = RoPE(t')
+    slack:  Q' = q * RoPE(q)
+    exact:  Q' = RoPE(u),  u = cat(a, a),  a = (q[:d/2]^2 + q[d/2:]^2) / 2
+
+so `CocaAttention` computes Q'/K' and then calls whichever kernel transformers' attention
+interface selects (eager, sdpa, flash, flex), in O(N) memory, with K' in the KV cache.
+
+W_t keeps the checkpoint name `k_proj`: a vanilla checkpoint and a CoCA checkpoint have the
+same keys, so both load through `from_pretrained` (sharded, ZeRO-3 partitioned) with no
+missing or unexpected keys. What tells them apart is `config.coca_variant`, which
+`train.model.load_model` reads to convert the model it loads.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+VARIANTS = ("vanilla", "slack", "exact")
+T_INITS = ("k_proj", "random")
+# Models whose attention is LLaMA's: separate q/k/v/o projections, RoPE on the half-split
+# layout, no norms on q or k. Qwen3/Gemma (q_norm, k_norm) and Phi-3 (fused qkv) are not.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+CONFIG_KEY = "coca_variant"
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # HF layout: dim j is paired with dim j + d/2.
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _pair_mean(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return (x[..., :half] + x[..., half:]) / 2
+
+
+def coca_query_key(
+    query: torch.Tensor, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, variant: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys whose plain dot product is the score of `variant`.
+
+    query (B, H, S, d), t (B, Hkv, S, d): projections before RoPE.
+    cos, sin (B, S, d): the model's rotary tables (any rope scaling is already in them).
+    Returns Q' (B, H, S, d) and K' (B, Hkv, S, d).
+    """
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+    if variant == "vanilla":
+        return _rope(query, cos, sin), _rope(t, cos, sin)
+    c = F.relu(_pair_mean(t))  # (B, Hkv, S, d/2): one scalar per 2-D slice
+    key = _rope(torch.cat((c, c), dim=-1), cos, sin)
+    if variant == "slack":
+        return query * _rope(query, cos, sin), key
+    a = _pair_mean(query.square())  # |q_j|^2 / 2 per slice
+    return _rope(torch.cat((a, a), dim=-1), cos, sin), key
+
+
+class CocaAttention(nn.Module):
+    """A LLaMA-style attention layer running CoCA (or vanilla) on transformers' kernels.
+
+    It takes over the projections of the layer it replaces under the same names, so the
+    state dict is unchanged; `k_proj` holds W_t.
+    """
+
+    def __init__(self, attention: nn.Module, variant: str):
+        super().__init__()
+        check_choice("variant", variant, VARIANTS)
+        self.variant = variant
+        self.config = attention.config
+        self.layer_idx = attention.layer_idx
+        self.head_dim = attention.head_dim
+        self.num_key_value_groups = attention.num_key_value_groups
+        self.scaling = attention.scaling
+        self.attention_dropout = attention.attention_dropout
+        self.is_causal = True
+        # Mistral and Qwen2 layers carry a sliding window for the kernel; LLaMA has none.
+        self.sliding_window = getattr(attention, "sliding_window", None)
+        self.q_proj = attention.q_proj
+        self.k_proj = attention.k_proj
+        self.v_proj = attention.v_proj
+        self.o_proj = attention.o_proj
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant}"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # transformers renamed the decoder's `past_key_values` argument to `cache` in 5.2x.
+        cache = kwargs.pop("cache", None)
+        if cache is None:
+            cache = kwargs.pop("past_key_values", None)
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, H, S, d)
+        t = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, Hkv, S, d)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, Hkv, S, d)
+
+        cos, sin = position_embeddings
+        query, key = coca_query_key(query, t, cos, sin, self.variant)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        if self.sliding_window is not None:
+            kwargs["sliding_window"] = self.sliding_window
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
+
+
+def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(decoder layer, its attention) for every layer, after checking the layout is LLaMA's."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model_type={model_type!r} is not supported by CoCA; supported: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (LLaMA-style attention)"
+        )
+    layers = [(m, m.self_attn) for m in model.modules() if hasattr(m, "self_attn")]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no `self_attn` layers to convert to CoCA")
+    for _, attention in layers:
+        missing = [p for p in ("q_proj", "k_proj", "v_proj", "o_proj") if not hasattr(attention, p)]
+        if missing:
+            raise ValueError(
+                f"{type(attention).__name__} lacks {', '.join(missing)}: CoCA needs separate "
+                "q_proj/k_proj/v_proj/o_proj projections"
+            )
+        if attention.head_dim % 2:
+            raise ValueError(f"head_dim={attention.head_dim} is odd; RoPE and CoCA need an even head_dim")
+    return layers
+
+
+@torch.no_grad()
+def _reinitialise(linear: nn.Linear, std: float) -> None:
+    nn.init.normal_(linear.weight, mean=0.0, std=std)
+    if linear.bias is not None:
+        linear.bias.zero_()
+
+
+def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_proj") -> nn.Module:
+    """Swap every attention layer of a loaded LLaMA-family model for CoCA, in place.
+
+    variant: "vanilla" (RoPE attention, for comparisons), "slack" (the paper's results) or
+        "exact" (the collinear constraint itself).
+    t_init: "k_proj" starts W_t from the pretrained W_k; "random" re-initialises it with the
+        model's initializer_range, as the reference code does.
+    A model converted before is switched to the new variant. Returns the model.
+    """
+    check_choice("variant", variant, VARIANTS)
+    check_choice("t_init", t_init, T_INITS)
+    for layer, attention in _attention_layers(model):
+        if isinstance(attention, CocaAttention):
+            attention.variant = variant
+        else:
+            layer.self_attn = CocaAttention(attention, variant)
+        if t_init == "random":
+            _reinitialise(layer.self_attn.k_proj, model.config.initializer_range)
+    setattr(model.config, CONFIG_KEY, variant)
+    return model
