@@ -18,6 +18,7 @@ missing or unexpected keys. What tells them apart is `config.coca_variant`, whic
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -166,9 +167,20 @@ def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
 
 @torch.no_grad()
 def _reinitialise(linear: nn.Linear, std: float) -> None:
-    nn.init.normal_(linear.weight, mean=0.0, std=std)
-    if linear.bias is not None:
-        linear.bias.zero_()
+    params = [p for p in (linear.weight, linear.bias) if p is not None]
+    with _gathered(params):
+        nn.init.normal_(linear.weight, mean=0.0, std=std)
+        if linear.bias is not None:
+            linear.bias.zero_()
+
+
+def _gathered(params: list[nn.Parameter]):
+    """Whole parameters to modify: ZeRO-3 partitions them, and rank 0's new values are shared."""
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
 def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_proj") -> nn.Module:

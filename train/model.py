@@ -1,11 +1,24 @@
-"""Loading LLaMA-family checkpoints, vanilla or CoCA."""
+"""Building the model a run trains, and loading LLaMA-family checkpoints, vanilla or CoCA."""
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
-from transformers import AutoModelForCausalLM, PreTrainedModel
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from train.coca import CONFIG_KEY, convert_to_coca
+from train.coca import CONFIG_KEY, check_choice, convert_to_coca
+from train.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def load_pretrained(name_or_path: str | os.PathLike, **from_pretrained_kwargs) -> PreTrainedModel:
@@ -21,3 +34,72 @@ def load_pretrained(name_or_path: str | os.PathLike, **from_pretrained_kwargs) -
     if variant is not None:
         convert_to_coca(model, variant=variant, t_init="k_proj")
     return loaded
+
+
+TRAINABLE = ("all", "t_only", "qkv")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Parameter-name suffixes that train in each stage of the paper's recipe (W_t is `k_proj`).
+_STAGE_PARAMS = {"t_only": ("self_attn.k_proj.weight", "self_attn.k_proj.bias"),
+                 "qkv": tuple(f"self_attn.{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias"))}
+
+
+def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The transformers config the run will build, cheap to get: checked before weights load."""
+    if cfg.name_or_path is None:
+        if not cfg.arch:
+            raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
+        config = LlamaConfig(
+            **cfg.arch,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    else:
+        _check_exists(cfg.name_or_path)
+        if cfg.arch:
+            raise ValueError(f"model.arch is only for random init, but model.name_or_path={cfg.name_or_path!r} is set")
+        try:
+            config = AutoConfig.from_pretrained(cfg.name_or_path)
+        except OSError as error:
+            raise FileNotFoundError(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
+    if cfg.rope_scaling:
+        config.rope_parameters = {**config.rope_parameters, **cfg.rope_scaling}
+    return config
+
+
+def _check_exists(name_or_path: str) -> None:
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
+
+
+def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
+    """Weights (pretrained or random), CoCA, gradient checkpointing, and what trains.
+
+    Under ZeRO-3 the caller keeps a `HfDeepSpeedConfig` alive, so transformers creates the
+    model partitioned (`deepspeed.zero.Init`) instead of one full copy per rank.
+    """
+    check_choice("model.trainable", cfg.trainable, TRAINABLE)
+    check_choice("model.dtype", cfg.dtype, tuple(DTYPES))
+    dtype = DTYPES[cfg.dtype]
+    if cfg.name_or_path is None:
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, config=config, dtype=dtype, attn_implementation=cfg.attn_implementation
+        )
+    trained_variant = getattr(model.config, CONFIG_KEY, None)
+    if trained_variant is not None and cfg.t_init != "k_proj":
+        log.warning("%s is a CoCA checkpoint (%s): its W_t is kept, model.t_init=%s does not apply",
+                    cfg.name_or_path, trained_variant, cfg.t_init)
+    convert_to_coca(model, cfg.attention, t_init=cfg.t_init if trained_variant is None else "k_proj")
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad: frozen embeddings are fine.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    if cfg.trainable != "all":
+        suffixes = _STAGE_PARAMS[cfg.trainable]
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.endswith(suffixes))
+    return model

@@ -1,0 +1,152 @@
+"""Checkpoints under <run_dir>/checkpoints/: DeepSpeed's shards plus the trainer's own state.
+
+A save is complete or it does not count. Every rank writes its DeepSpeed shards and RNG
+state, all ranks meet at a barrier, and only then does rank 0 write `trainer_state.json`
+(the completion mark) and atomically repoint `latest`. A kill at any moment leaves `latest`
+on the previous complete checkpoint; resume skips folders without the mark.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from train import distributed
+
+STATE_FILE = "trainer_state.json"
+LATEST_FILE = "latest"  # DeepSpeed's name: `engine.load_checkpoint(dir)` follows it too
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def step_tag(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _rng_file(folder: Path, rank: int) -> Path:
+    return folder / f"rng-rank{rank:05d}.pt"
+
+
+def _rng_state() -> dict:
+    accelerator = deepspeed.get_accelerator()
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "accelerator": None if accelerator.device_name() == "cpu" else accelerator.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["accelerator"] is not None:
+        deepspeed.get_accelerator().set_rng_state(state["accelerator"])
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / STATE_FILE).is_file()
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete step folders, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and is_complete(p)]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """What `latest` names if that is complete, else the newest complete folder."""
+    latest = root / LATEST_FILE
+    if latest.is_file():
+        named = root / latest.read_text().strip()
+        if is_complete(named):
+            return named
+    complete = complete_checkpoints(root)
+    return complete[-1] if complete else None
+
+
+def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
+    """resume=auto|none|PATH -> the step folder to resume from, or None to start fresh."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir / "checkpoints")
+    path = Path(resume)
+    for candidate in (path, path / "checkpoints"):
+        if is_complete(candidate):
+            return candidate
+        if candidate.is_dir() and (found := latest_checkpoint(candidate)) is not None:
+            return found
+    raise FileNotFoundError(
+        f"resume={resume!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
+        "give a run_dir, its checkpoints/ folder or a step folder, or use resume=auto|none"
+    )
+
+
+def save(engine, root: Path, step: int, state: dict[str, Any], keep_last: int, extras) -> Path:
+    """Save on every rank. `extras(folder)` writes rank 0's descriptive files (config, tokenizer)."""
+    tag = step_tag(step)
+    folder = root / tag
+    engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+    rank = distributed.rank()
+    tmp = _rng_file(folder, rank).with_suffix(".tmp")
+    torch.save(_rng_state(), tmp)
+    os.replace(tmp, _rng_file(folder, rank))
+    if distributed.is_main():
+        extras(folder)
+    dist.barrier()
+    if distributed.is_main():
+        _atomic_write_text(folder / STATE_FILE, json.dumps({**state, "world_size": distributed.world_size()}, indent=1))
+        _atomic_write_text(root / LATEST_FILE, tag)
+        _prune(root, keep_last, keep=folder)
+    dist.barrier()
+    return folder
+
+
+def _prune(root: Path, keep_last: int, keep: Path) -> None:
+    """Remove complete checkpoints beyond the newest `keep_last`, and older half-written ones."""
+    complete = complete_checkpoints(root)
+    for old in complete[: max(0, len(complete) - keep_last)]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    newest = int(_STEP_DIR.match(keep.name).group(1))
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and int(m.group(1)) < newest and not is_complete(p):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load(engine, folder: Path, weights_only: bool = False) -> dict[str, Any]:
+    """Restore the engine and RNG and return the trainer state; or, with weights_only (a new
+    stage starting from an old one), the weights alone: fresh optimizer moments and schedule."""
+    load_path, _ = engine.load_checkpoint(
+        str(folder.parent),
+        tag=folder.name,
+        load_optimizer_states=not weights_only,
+        load_lr_scheduler_states=not weights_only,
+    )
+    if load_path is None:
+        raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder}")
+    state = json.loads((folder / STATE_FILE).read_text())
+    if not weights_only:
+        rng = _rng_file(folder, distributed.rank())
+        if state["world_size"] == distributed.world_size() and rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=False))
+    return state

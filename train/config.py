@@ -1,0 +1,90 @@
+"""Typed schema of the whole run configuration, registered in Hydra's ConfigStore.
+
+`conf/finetune.yaml` lists `finetune_schema` first in its defaults, so every group file
+is merged into these dataclasses: an unknown key or a wrong type fails at compose time.
+Nothing outside the entry points touches DictConfig; code below them takes these types.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from data.config import DataConfig
+
+
+@dataclass
+class ModelConfig:
+    # hub name or local folder of a LLaMA-family checkpoint; null: random init from `arch`
+    name_or_path: Optional[str] = None
+    # defaults to name_or_path; "sample" is the byte-level BPE the project trains on its sample corpus
+    tokenizer: Optional[str] = None
+    attention: str = "slack"  # vanilla | slack | exact
+    t_init: str = "k_proj"  # k_proj | random
+    trainable: str = "all"  # all | t_only | qkv
+    # transformers' rope_parameters overrides, e.g. {rope_type: dynamic, factor: 4.0}
+    rope_scaling: Optional[Dict[str, Any]] = None
+    gradient_checkpointing: bool = False
+    # weights only (no optimizer state) from a previous run's checkpoint or an exported folder
+    init_from: Optional[str] = None
+    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 | flex_attention
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    # LlamaConfig fields for random init (name_or_path: null)
+    arch: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    schedule: str = "cosine"  # cosine | linear | constant (each after a linear warmup)
+    warmup_steps: int = 5  # >= 1: DeepSpeed's schedules need a warmup
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio; linear decays to 0
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 30
+    micro_batch_size: int = 2
+    grad_accum: int = 1
+    # DeepSpeed finds non-finite gradients through this norm and skips those steps: keep it > 0
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    save_every: int = 10
+    keep_last: int = 2
+    eval_every: int = 10
+    eval_batches: int = 4
+    log_every: int = 1
+    # stop and save this many minutes after start (set it below the job's time limit); null: none
+    max_wall_time_min: Optional[float] = None
+    # this many skipped (non-finite) steps in a row stop the run
+    max_bad_steps: int = 3
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "coca-longctx"
+    entity: Optional[str] = None
+    name: Optional[str] = None  # null: the run_dir's name
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneConfig:
+    name: str = "tiny"  # names the run: outputs/<name>/<date>_<time> unless run_dir is set
+    # null: outputs/<name>/slurm-<job id> under SLURM, else outputs/<name>/<date>_<time> from rank 0
+    run_dir: Optional[str] = None
+    resume: str = "auto"  # auto | none | PATH of a checkpoint (a run_dir, checkpoints/ or step-N)
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # DeepSpeed's own JSON config (conf/deepspeed/*.yaml); DeepSpeed validates it
+    deepspeed: Dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)

@@ -1,0 +1,81 @@
+"""Process-group set-up and the few collective decisions the trainer makes."""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> None:
+    """Join the process group that torchrun/the deepspeed launcher set up, or make a one-process one.
+
+    Without a launcher DeepSpeed would go looking for MPI; a plain `python -m train.finetune`
+    is a world of one on this machine.
+    """
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    accelerator = deepspeed.get_accelerator()
+    if accelerator.device_name() != "cpu":
+        accelerator.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device() -> torch.device:
+    return torch.device(deepspeed.get_accelerator().current_device_name())
+
+
+def broadcast_from_main(value):
+    """Rank 0's value of a picklable object, on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is True on any: the decision to stop is taken together."""
+    tensor = torch.tensor([int(flag)], device=device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def mean_over_ranks(value: float) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64, device=device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.item() / world_size()
+
+
+def resolve_run_dir(run_dir: str | None, name: str) -> Path:
+    """One run_dir for every rank and node.
+
+    Under SLURM the job id names it, so a requeued job finds its own checkpoints; otherwise
+    rank 0 stamps the time and broadcasts it (per-process clocks can differ by a second).
+    """
+    if run_dir is None:
+        job = os.environ.get("SLURM_JOB_ID")
+        stamp = f"slurm-{job}" if job else datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        run_dir = str(Path("outputs") / name / broadcast_from_main(stamp))
+    return Path(run_dir).absolute()

@@ -1,0 +1,62 @@
+"""The DeepSpeed engine: its JSON config from ours, then `deepspeed.initialize`."""
+from __future__ import annotations
+
+import copy
+
+import deepspeed
+from torch import nn
+
+from train.config import FinetuneConfig
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def deepspeed_config(config: FinetuneConfig) -> dict:
+    """The `deepspeed` group plus precision, optimizer and schedule, which have one home each."""
+    ds = copy.deepcopy(config.deepspeed)
+    trainer, optim = config.trainer, config.optim
+    ds["bf16"] = {"enabled": trainer.precision == "bf16"}
+    ds["fp16"] = {"enabled": trainer.precision == "fp16"}
+    # On CPU (tests, the default run) DeepSpeed's fused Adam kernels do not exist; torch's do.
+    on_cpu = deepspeed.get_accelerator().device_name() == "cpu"
+    ds["optimizer"] = {
+        "type": "AdamW",
+        "params": {
+            "lr": optim.lr,
+            "betas": list(optim.betas),
+            "eps": optim.eps,
+            "weight_decay": optim.weight_decay,
+            **({"torch_adam": True} if on_cpu else {}),
+        },
+    }
+    ds["scheduler"] = _scheduler(config)
+    return ds
+
+
+def _scheduler(config: FinetuneConfig) -> dict:
+    optim, steps = config.optim, config.trainer.max_steps
+    warmup = optim.warmup_steps
+    if optim.schedule == "cosine":
+        return {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": steps,
+                "warmup_num_steps": warmup,
+                "warmup_min_ratio": 0.0,
+                "cos_min_ratio": optim.min_lr_ratio,
+                "warmup_type": "linear",
+            },
+        }
+    kind = "WarmupDecayLR" if optim.schedule == "linear" else "WarmupLR"
+    params = {"warmup_min_lr": 0.0, "warmup_max_lr": optim.lr, "warmup_num_steps": warmup, "warmup_type": "linear"}
+    if optim.schedule == "linear":
+        params["total_num_steps"] = steps
+    return {"type": kind, "params": params}
+
+
+def build_engine(model: nn.Module, ds_config: dict):
+    """A DeepSpeed engine over the parameters that train (frozen ones stay out of the optimizer)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+    return engine

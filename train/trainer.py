@@ -1,0 +1,258 @@
+"""The fine-tuning run: config -> model and data -> DeepSpeed engine -> loop -> checkpoints and metrics."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+from transformers import PretrainedConfig, set_seed
+from transformers.integrations import HfDeepSpeedConfig
+
+from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
+from train import checkpoint, distributed
+from train.coca import check_choice
+from train.config import FinetuneConfig
+from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
+from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
+from train.model import build_model, model_config
+
+log = logging.getLogger(__name__)
+
+# Exit status after a preemption signal or the wall-time budget, once the checkpoint is
+# saved: EX_TEMPFAIL, "try again". Launchers requeue on it (launch/slurm.sbatch).
+EXIT_PREEMPTED = 75
+# Exit status when max_bad_steps non-finite steps in a row stop the run.
+EXIT_DIVERGED = 3
+# Architecture fields that must match for a checkpoint to belong to this model.
+_IDENTITY = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "intermediate_size", "vocab_size")
+
+
+class _StopFlag:
+    """Set by SIGTERM (SLURM preemption; torchrun forwards it) or SIGUSR1 (plain python runs)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+
+def validate(config: FinetuneConfig) -> None:
+    """Checks the schema cannot express, before any expensive work."""
+    t = config.trainer
+    check_choice("trainer.precision", t.precision, PRECISIONS)
+    check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
+    check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
+    for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
+                "max_bad_steps"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"trainer.{key}={getattr(t, key)} must be >= 1")
+    if config.optim.warmup_steps < 1:
+        raise ValueError(f"optim.warmup_steps={config.optim.warmup_steps} must be >= 1 (DeepSpeed's schedules need one)")
+    if t.grad_clip <= 0:
+        raise ValueError(f"trainer.grad_clip={t.grad_clip} must be > 0: DeepSpeed detects non-finite gradients "
+                         "through the clipping norm and skips those steps")
+    if config.resume not in ("auto", "none") and not Path(config.resume).exists():
+        raise FileNotFoundError(f"resume={config.resume!r} does not exist; use auto, none or a checkpoint path")
+    if config.model.init_from is not None and not Path(config.model.init_from).exists():
+        raise FileNotFoundError(f"model.init_from={config.model.init_from!r} does not exist")
+
+
+def check_same_model(folder: Path, config: PretrainedConfig) -> None:
+    saved = PretrainedConfig.from_json_file(str(folder / "config.json"))
+    for key in _IDENTITY:
+        ours, theirs = getattr(config, key, None), getattr(saved, key, None)
+        if ours != theirs:
+            raise ValueError(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
+
+
+def run(config: FinetuneConfig) -> int:
+    """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED)."""
+    validate(config)
+    stop = _StopFlag()
+    started = time.monotonic()
+    distributed.init_distributed()
+    set_seed(config.seed)
+    run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = checkpoint.find_resume_checkpoint(config.resume, run_dir)
+    init_from = None
+    if config.model.init_from is not None and resume_from is None:
+        init_from = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.name_or_path, config.data.cache_dir)
+    hf_config = model_config(config.model, tokenizer)
+    check_tokenizer_fits(tokenizer, hf_config.vocab_size)
+    for folder in (resume_from, init_from):
+        if folder is not None:
+            check_same_model(folder, hf_config)
+
+    # Rank 0 tokenizes; the others then open its cache instead of repeating the work.
+    if distributed.is_main():
+        splits = build_datasets(config.data, tokenizer)
+    torch.distributed.barrier()
+    if not distributed.is_main():
+        splits = build_datasets(config.data, tokenizer)
+    train_set, val_set = splits["train"], splits.get("validation")
+
+    ds_config = deepspeed_config(config)
+    # transformers creates the model partitioned under ZeRO-3 while this object lives.
+    zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
+    model = build_model(config.model, hf_config)
+    engine = build_engine(model, ds_config)
+    del zero3
+
+    rank, world = distributed.rank(), distributed.world_size()
+    global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
+    sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
+    state = {"step": 0, "tokens_seen": 0, "wandb_run_id": None}
+    if resume_from is not None:
+        state = checkpoint.load(engine, resume_from)
+        sampler.load_state_dict(state["sampler"])
+        log.info("resumed from %s at step %d", resume_from, state["step"])
+    elif init_from is not None:
+        checkpoint.load(engine, init_from, weights_only=True)
+        log.info("weights from %s (fresh optimizer and schedule)", init_from)
+
+    resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
+    metrics = None
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        metrics = MetricsLogger(run_dir, config.logger, resolved, state["wandb_run_id"], state["step"])
+        state["wandb_run_id"] = metrics.run_id
+
+    def save() -> None:
+        def extras(folder: Path) -> None:
+            (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+            engine.module.config.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+        payload = {**state, "sampler": sampler.state_dict(), "wandb_run_id": distributed.broadcast_from_main(
+            state["wandb_run_id"])}
+        checkpoint.save(engine, ckpt_root, state["step"], payload, config.trainer.keep_last, extras)
+
+    num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
+    flops_token = flops_per_token(hf_config, num_params, config.data.seq_len)
+    peak = peak_flops()
+    tokens_per_step = global_batch * config.data.seq_len
+    loop = _Loop(config, engine, train_set, val_set, sampler, rank, world)
+    progress = tqdm(total=config.trainer.max_steps, initial=state["step"], disable=not distributed.is_main(),
+                    desc="train", unit="step", dynamic_ncols=True)
+    bad_in_row, exit_status = 0, 0
+    window_start, window_steps = time.perf_counter(), 0
+    while state["step"] < config.trainer.max_steps:
+        loss, applied = loop.train_step()
+        state["step"] += 1
+        state["tokens_seen"] += tokens_per_step
+        window_steps += 1
+        progress.update(1)
+        if applied and math.isfinite(loss):
+            bad_in_row = 0
+        else:
+            bad_in_row += 1
+            log.warning("step %d: non-finite loss or gradients (loss %s): step skipped (%d in a row)",
+                        state["step"], loss, bad_in_row)
+            if bad_in_row >= config.trainer.max_bad_steps:
+                log.error("%d non-finite steps in a row: stopping; the last good checkpoint is kept", bad_in_row)
+                exit_status = EXIT_DIVERGED
+                break
+        step = state["step"]
+        if step % config.trainer.log_every == 0:
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_steps * tokens_per_step / elapsed
+            record = {
+                "loss": loss,
+                "ppl": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
+                "lr": engine.get_lr()[0],
+                "grad_norm": _as_float(engine.get_global_grad_norm()),
+                "tokens_per_s": tokens_per_s,
+                "tokens_seen": state["tokens_seen"],
+                **({"mfu": tokens_per_s / world * flops_token / peak} if peak else {}),
+                **memory_metrics(),
+            }
+            if metrics is not None:
+                metrics.log(step, record)
+            progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+            window_start, window_steps = time.perf_counter(), 0
+        if val_set is not None and step % config.trainer.eval_every == 0:
+            val_loss = loop.evaluate()
+            if metrics is not None:
+                metrics.log(step, {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))})
+        out_of_time = (config.trainer.max_wall_time_min is not None
+                       and time.monotonic() - started > 60 * config.trainer.max_wall_time_min)
+        if distributed.any_rank(stop.signal is not None or out_of_time):
+            log.warning("stopping at step %d (%s): saving, then exiting with %d", step,
+                        "signal" if stop.signal is not None else "wall-time budget", EXIT_PREEMPTED)
+            save()
+            exit_status = EXIT_PREEMPTED
+            break
+        if step % config.trainer.save_every == 0 or step == config.trainer.max_steps:
+            save()
+    progress.close()
+    if metrics is not None:
+        metrics.finish()
+    torch.distributed.barrier()
+    return exit_status
+
+
+def _as_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+class _Loop:
+    """One optimizer step over grad_accum micro-batches, and evaluation."""
+
+    def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int):
+        self.config, self.engine, self.sampler = config, engine, sampler
+        self.device = engine.device
+        self.train_set = train_set
+        self.batches = self._epoch()
+        self.val_loader = None
+        if val_set is not None:
+            val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False)
+            self.val_loader = DataLoader(val_set, batch_size=config.trainer.micro_batch_size, sampler=val_sampler)
+
+    def _epoch(self):
+        return iter(DataLoader(self.train_set, batch_size=self.config.trainer.micro_batch_size, sampler=self.sampler))
+
+    def _next_batch(self) -> dict:
+        batch = next(self.batches, None)
+        if batch is None:  # the sampler has rolled over to the next epoch
+            self.batches = self._epoch()
+            batch = next(self.batches)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def train_step(self) -> tuple[float, bool]:
+        """Mean loss over micro-batches and ranks, and whether DeepSpeed applied the update."""
+        self.engine.train()
+        total = 0.0
+        for _ in range(self.config.trainer.grad_accum):
+            loss = self.engine(**self._next_batch()).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            total += loss.item()
+        self.sampler.advance()
+        mean = distributed.mean_over_ranks(total / self.config.trainer.grad_accum)
+        return mean, self.engine.was_step_applied()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.engine.eval()
+        losses = []
+        for i, batch in enumerate(self.val_loader):
+            if i == self.config.trainer.eval_batches:
+                break
+            losses.append(self.engine(**{k: v.to(self.device) for k, v in batch.items()}).loss.item())
+        return distributed.mean_over_ranks(sum(losses) / max(len(losses), 1))
