@@ -15,7 +15,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from train.coca import CONFIG_KEY, check_choice, convert_to_coca
+from train.coca import CONFIG_KEY, convert_to_coca
 from train.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,6 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
     Under ZeRO-3 the caller keeps a `HfDeepSpeedConfig` alive, so transformers creates the
     model partitioned (`deepspeed.zero.Init`) instead of one full copy per rank.
     """
-    check_choice("model.trainable", cfg.trainable, TRAINABLE)
-    check_choice("model.dtype", cfg.dtype, tuple(DTYPES))
     dtype = DTYPES[cfg.dtype]
     if cfg.name_or_path is None:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)

@@ -18,11 +18,11 @@ from transformers.integrations import HfDeepSpeedConfig
 
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from train import checkpoint, distributed
-from train.coca import check_choice
+from train.coca import T_INITS, VARIANTS, check_choice
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
 from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
-from train.model import build_model, model_config
+from train.model import DTYPES, TRAINABLE, build_model, model_config
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ class _StopFlag:
 
 def validate(config: FinetuneConfig) -> None:
     """Checks the schema cannot express, before any expensive work."""
-    t = config.trainer
+    t, m = config.trainer, config.model
+    check_choice("model.attention", m.attention, VARIANTS)
+    check_choice("model.t_init", m.t_init, T_INITS)
+    check_choice("model.trainable", m.trainable, TRAINABLE)
+    check_choice("model.dtype", m.dtype, tuple(DTYPES))
     check_choice("trainer.precision", t.precision, PRECISIONS)
     check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
     check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))

@@ -1,0 +1,61 @@
+"""Hydra composition: every config group and experiment composes into the typed schema."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from train.config import FinetuneConfig
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_config(*overrides: str) -> FinetuneConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return OmegaConf.to_object(compose("finetune", overrides=list(overrides)))
+
+
+def test_default_is_the_tiny_cpu_run():
+    config = compose_config()
+    assert isinstance(config, FinetuneConfig)
+    assert config.model.name_or_path is None and config.model.attention == "slack"
+    assert config.data.source == "sample"
+    assert config.deepspeed["train_micro_batch_size_per_gpu"] == config.trainer.micro_batch_size
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment):
+    config = compose_config(f"+experiment={experiment}")
+    assert config.name.startswith(experiment.rsplit("_stage", 1)[0])
+    assert config.deepspeed["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_llama7b_recipe_stages():
+    stages = [compose_config(f"+experiment={name}") for name in
+              ("coca_llama7b", "coca_llama7b_stage2", "coca_llama7b_stage3")]
+    assert [s.model.trainable for s in stages] == ["t_only", "qkv", "all"]
+    first = stages[0]
+    assert first.data.seq_len == 2048 and first.trainer.precision == "bf16"
+    assert first.deepspeed["zero_optimization"]["stage"] == 3 and first.model.gradient_checkpointing
+    assert compose_config("+experiment=coca_llama7b", "data.seq_len=8192").data.seq_len == 8192
+
+
+@pytest.mark.parametrize("group", ["model", "data", "deepspeed", "optim", "logger"])
+def test_every_group_option_composes(group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        overrides = [f"{group}={option}"] + (["data.path=/books"] if option == "local" else [])
+        compose_config(*overrides)
+
+
+def test_unknown_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="max_stesp") as error:
+        compose_config("trainer.max_stesp=3")
+    assert "Key 'max_stesp' not in 'TrainerConfig'" in str(error.value.__cause__)
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="max_steps=many") as error:
+        compose_config("trainer.max_steps=many")
+    assert "could not be converted to Integer" in str(error.value.__cause__)

@@ -1,0 +1,171 @@
+"""`python -m train.finetune` end to end: real Hydra, DeepSpeed (gloo on CPU), W&B offline."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.trainer import EXIT_DIVERGED, EXIT_PREEMPTED
+
+REPO = Path(__file__).resolve().parents[1]
+# Small and quick, but several steps per checkpoint and an evaluation on the way.
+QUICK = ["trainer.max_steps=8", "trainer.save_every=4", "trainer.eval_every=4", "trainer.eval_batches=2",
+         "data.sample.num_books=6", "data.sample.words_per_book=3000", "data.seq_len=64"]
+# Long enough that a signal sent at the first checkpoint lands well before the end.
+LONG = [*QUICK, "trainer.max_steps=40"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+            "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+
+
+def finetune(args, env, cwd, nproc=1, wait=True):
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "train.finetune", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "train.finetune", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(env, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    code, out = finetune([f"run_dir={run_dir}", *LONG], env, REPO)
+    assert code == 0, out
+    return run_dir
+
+
+def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
+    code, out = finetune([], env, tmp_path)  # exactly the README's command
+    assert code == 0, out
+    (run_dir,) = (tmp_path / "outputs" / "tiny").iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == list(range(1, 31))
+    assert all({"loss", "lr", "tokens_per_s", "grad_norm", "tokens_seen"} <= r.keys() for r in train)
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert any("val_loss" in r for r in records)
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "latest").read_text() == "step-00000030"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000020", "step-00000030"]  # keep_last=2
+    final = ckpts / "step-00000030"
+    assert {"trainer_state.json", "config.yaml", "config.json", "tokenizer.json", "rng-rank00000.pt"} <= {
+        p.name for p in final.iterdir()}
+    assert json.loads((final / "config.json").read_text())["coca_variant"] == "slack"
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(wandb_run.glob("run-*.wandb"))
+    state = json.loads((final / "trainer_state.json").read_text())
+    assert state["wandb_run_id"] in wandb_run.name and state["step"] == 30
+
+
+def test_sigterm_saves_exits_with_code_and_resume_matches(env, tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    args = [f"run_dir={run_dir}", *LONG]
+    proc = finetune(args, env, REPO, wait=False)
+    first_save = run_dir / "checkpoints" / "step-00000004" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first_save.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, out
+    stopped_at = int((run_dir / "checkpoints" / "latest").read_text().split("-")[1])
+    assert 4 <= stopped_at < 40
+
+    code, out = finetune(args, env, REPO)  # the requeued job: same command, resume=auto
+    assert code == 0, out
+    assert f"resumed from {run_dir / 'checkpoints' / f'step-{stopped_at:08d}'}" in out
+    assert losses(run_dir) == losses(uninterrupted)  # bitwise, step for step
+
+
+def test_kill_during_training_resumes_from_last_complete_checkpoint(env, tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    args = [f"run_dir={run_dir}", *LONG]
+    proc = finetune(args, env, REPO, wait=False)
+    first_save = run_dir / "checkpoints" / "step-00000004" / "trainer_state.json"
+    while not first_save.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate()
+    # A half-written later checkpoint, as a kill during a save would leave it: ignored.
+    (run_dir / "checkpoints" / "step-00000006").mkdir(exist_ok=True)
+    code, out = finetune(args, env, REPO)
+    assert code == 0, out
+    assert losses(run_dir) == losses(uninterrupted)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_processes_match_one_with_the_same_global_batch(env, tmp_path, stage):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = [*QUICK, f"deepspeed=zero{stage}", "logger.mode=disabled", "trainer.micro_batch_size=2"]
+    code, out = finetune([f"run_dir={one}", "trainer.grad_accum=2", *common], env, REPO)
+    assert code == 0, out
+    code, out = finetune([f"run_dir={two}", "trainer.grad_accum=1", *common], env, REPO, nproc=2)
+    assert code == 0, out
+    single, double = losses(one), losses(two)
+    assert single.keys() == double.keys() == set(range(1, 9))
+    torch.testing.assert_close(torch.tensor(list(double.values())), torch.tensor(list(single.values())),
+                               rtol=1e-5, atol=1e-5)
+    shards = list((two / "checkpoints" / "step-00000008").glob("*optim_states.pt"))
+    assert len(shards) == 2  # each rank saved its own partition
+
+
+def test_two_ranks_agree_on_a_generated_run_dir(env, tmp_path):
+    code, out = finetune([*QUICK, "trainer.max_steps=1", "logger.mode=disabled"], env, tmp_path, nproc=2)
+    assert code == 0, out
+    (run_dir,) = (tmp_path / "outputs" / "tiny").iterdir()
+    assert (run_dir / "checkpoints" / "step-00000001" / "rng-rank00001.pt").is_file()
+
+
+def test_non_finite_steps_stop_the_run_without_a_checkpoint(env, tmp_path):
+    from data.tokenizer import load_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer("sample", cache_dir=env["HF_DATASETS_CACHE"])
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer)))
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan-model")
+    run_dir = tmp_path / "run"
+    code, out = finetune([f"run_dir={run_dir}", *QUICK, "model=llama2_7b",
+                          f"model.name_or_path={tmp_path / 'nan-model'}", "model.tokenizer=sample", "model.dtype=float32", "trainer.max_bad_steps=2", "logger.mode=disabled"], env, REPO)
+    assert code == EXIT_DIVERGED, out
+    assert "non-finite loss or gradients" in out and "2 non-finite steps in a row: stopping" in out
+    assert not list((run_dir / "checkpoints").glob("step-*"))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.max_stesp=3", "Key 'max_stesp' not in 'TrainerConfig'"),
+        ("model.attention=strict", "model.attention='strict' is not supported; choose one of vanilla, slack, exact"),
+        ("model.name_or_path=./no/such/model", "model.name_or_path='./no/such/model' is not a folder"),
+        ("trainer.precision=fp8", "trainer.precision='fp8' is not supported; choose one of fp32, bf16, fp16"),
+        ("resume=/no/such/run", "resume='/no/such/run' does not exist"),
+    ],
+)
+def test_bad_input_fails_fast_with_one_line(env, tmp_path, override, message):
+    started = time.time()
+    code, out = finetune([f"run_dir={tmp_path}", override], env, REPO)
+    assert code != 0 and message in out, out
+    assert time.time() - started < 60
