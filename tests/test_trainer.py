@@ -114,9 +114,11 @@ def test_kill_during_training_resumes_from_last_complete_checkpoint(env, tmp_pat
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_processes_match_one_with_the_same_global_batch(env, tmp_path, stage):
+def test_two_processes_match_one_and_resume_at_another_world_size(env, tmp_path, stage):
     one, two = tmp_path / "one", tmp_path / "two"
-    common = [*QUICK, f"deepspeed=zero{stage}", "logger.mode=disabled", "trainer.micro_batch_size=2"]
+    # A constant schedule, so that raising max_steps afterwards continues the same run.
+    common = [*QUICK, f"deepspeed=zero{stage}", "logger.mode=disabled", "trainer.micro_batch_size=2",
+              "optim.schedule=constant"]
     code, out = finetune([f"run_dir={one}", "trainer.grad_accum=2", *common], env, REPO)
     assert code == 0, out
     code, out = finetune([f"run_dir={two}", "trainer.grad_accum=1", *common], env, REPO, nproc=2)
@@ -125,8 +127,17 @@ def test_two_processes_match_one_with_the_same_global_batch(env, tmp_path, stage
     assert single.keys() == double.keys() == set(range(1, 9))
     torch.testing.assert_close(torch.tensor(list(double.values())), torch.tensor(list(single.values())),
                                rtol=1e-5, atol=1e-5)
-    shards = list((two / "checkpoints" / "step-00000008").glob("*optim_states.pt"))
-    assert len(shards) == 2  # each rank saved its own partition
+    assert len(list((two / "checkpoints" / "step-00000008").glob("*optim_states.pt"))) == 2  # one per rank
+
+    # Both continue on one process: the two-rank checkpoint goes through DeepSpeed's universal form.
+    more = ["trainer.grad_accum=2", *common, "trainer.max_steps=12"]
+    for run_dir in (one, two):
+        code, out = finetune([f"run_dir={run_dir}", *more], env, REPO)
+        assert code == 0, out
+    assert "checkpoint saved by 2 ranks, this run has 1" in out
+    single, double = losses(one), losses(two)
+    torch.testing.assert_close(torch.tensor([double[s] for s in range(9, 13)]),
+                               torch.tensor([single[s] for s in range(9, 13)]), rtol=1e-5, atol=1e-5)
 
 
 def test_two_ranks_agree_on_a_generated_run_dir(env, tmp_path):

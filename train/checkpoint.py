@@ -12,6 +12,8 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +135,34 @@ def _prune(root: Path, keep_last: int, keep: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def saved_world_size(folder: Path) -> int:
+    return json.loads((folder / STATE_FILE).read_text())["world_size"]
+
+
+def to_universal(folder: Path) -> Path:
+    """DeepSpeed's universal form of a checkpoint, made once by rank 0 inside the step folder.
+
+    ZeRO shards optimizer state by data-parallel rank, so a run with another world size can
+    only load the universal form (engine config `checkpoint.load_universal`).
+    """
+    universal = folder / "universal"
+    if distributed.is_main() and not universal.is_dir():
+        tmp = folder / "universal.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(folder),
+                        "--output_folder", str(tmp), "--inject_missing_state"], check=True)
+        os.replace(tmp, universal)
+    dist.barrier()
+    return universal
+
+
 def load(engine, folder: Path, weights_only: bool = False) -> dict[str, Any]:
     """Restore the engine and RNG and return the trainer state; or, with weights_only (a new
     stage starting from an old one), the weights alone: fresh optimizer moments and schedule."""
+    source = to_universal(folder) if engine.load_universal_checkpoint() else folder
     load_path, _ = engine.load_checkpoint(
-        str(folder.parent),
-        tag=folder.name,
+        str(source.parent),
+        tag=source.name,
         load_optimizer_states=not weights_only,
         load_lr_scheduler_states=not weights_only,
     )

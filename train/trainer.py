@@ -111,6 +111,11 @@ def run(config: FinetuneConfig) -> int:
     train_set, val_set = splits["train"], splits.get("validation")
 
     ds_config = deepspeed_config(config)
+    saved_by = next((checkpoint.saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
+    if saved_by is not None and saved_by != distributed.world_size():
+        log.info("checkpoint saved by %d ranks, this run has %d: loading DeepSpeed's universal form",
+                 saved_by, distributed.world_size())
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
     # transformers creates the model partitioned under ZeRO-3 while this object lives.
     zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
     model = build_model(config.model, hf_config)
