@@ -95,6 +95,8 @@ def test_sigterm_saves_exits_with_code_and_resume_matches(env, tmp_path, uninter
     assert code == 0, out
     assert f"resumed from {run_dir / 'checkpoints' / f'step-{stopped_at:08d}'}" in out
     assert losses(run_dir) == losses(uninterrupted)  # bitwise, step for step
+    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in wandb_runs}) == 1  # one run id
 
 
 def test_kill_during_training_resumes_from_last_complete_checkpoint(env, tmp_path, uninterrupted):
@@ -141,7 +143,9 @@ def test_two_processes_match_one_and_resume_at_another_world_size(env, tmp_path,
 
 
 def test_two_ranks_agree_on_a_generated_run_dir(env, tmp_path):
-    code, out = finetune([*QUICK, "trainer.max_steps=1", "logger.mode=disabled"], env, tmp_path, nproc=2)
+    # --local_rank is what the deepspeed launcher appends; the entry point must drop it.
+    args = [*QUICK, "trainer.max_steps=1", "logger.mode=disabled", "--local_rank=0"]
+    code, out = finetune(args, env, tmp_path, nproc=2)
     assert code == 0, out
     (run_dir,) = (tmp_path / "outputs" / "tiny").iterdir()
     assert (run_dir / "checkpoints" / "step-00000001" / "rng-rank00001.pt").is_file()

@@ -8,12 +8,13 @@ import signal
 import time
 from pathlib import Path
 
+import deepspeed
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
-from transformers import PretrainedConfig, set_seed
+from transformers import AutoModelForCausalLM, PretrainedConfig, set_seed
 from transformers.integrations import HfDeepSpeedConfig
 
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
@@ -21,6 +22,7 @@ from train import checkpoint, distributed
 from train.coca import T_INITS, VARIANTS, check_choice
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
+from train.memory import Setting, check_fits
 from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
 from train.model import DTYPES, TRAINABLE, build_model, model_config
 
@@ -81,6 +83,20 @@ def check_same_model(folder: Path, config: PretrainedConfig) -> None:
             raise ValueError(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
 
 
+def _check_memory(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict) -> None:
+    """Refuse, before loading weights, a seq_len that clearly cannot fit the accelerator."""
+    accelerator = deepspeed.get_accelerator()
+    if accelerator.device_name() == "cpu":
+        return
+    with torch.device("meta"):
+        num_params = AutoModelForCausalLM.from_config(hf_config).num_parameters()
+    zero = ds_config.get("zero_optimization", {})
+    setting = Setting(config.trainer.micro_batch_size, config.model.gradient_checkpointing, zero.get("stage", 0),
+                      "offload_param" in zero)
+    check_fits(hf_config, num_params, config.data.seq_len, setting, distributed.world_size(),
+               half=config.trainer.precision != "fp32", device_bytes=accelerator.total_memory())
+
+
 def run(config: FinetuneConfig) -> int:
     """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED)."""
     validate(config)
@@ -111,6 +127,7 @@ def run(config: FinetuneConfig) -> int:
     train_set, val_set = splits["train"], splits.get("validation")
 
     ds_config = deepspeed_config(config)
+    _check_memory(config, hf_config, ds_config)
     saved_by = next((checkpoint.saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
     if saved_by is not None and saved_by != distributed.world_size():
         log.info("checkpoint saved by %d ranks, this run has %d: loading DeepSpeed's universal form",
