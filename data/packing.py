@@ -1,0 +1,50 @@
+"""Blocks of exactly `seq_len` tokens cut from a split's token stream, as a torch Dataset."""
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.store import TokenStore
+
+IGNORE_INDEX = -100
+
+
+class PackedDataset(Dataset):
+    """Block i is tokens [i * seq_len, (i + 1) * seq_len) of the stream; the tail that does not
+    fill a block is dropped, so there is never padding.
+
+    Items are {"input_ids", "labels", "position_ids"}, int64 tensors of length seq_len, ready
+    for a causal LM that shifts labels itself (transformers' do). Positions restart at 0 in
+    every block. With `mask_doc_boundaries`, the label of each document's first token is
+    IGNORE_INDEX: that is the one prediction made across a boundary, from the previous
+    document's EOS. Attention still spans the whole block either way.
+    """
+
+    def __init__(self, store: TokenStore, seq_len: int, mask_doc_boundaries: bool = False):
+        if seq_len <= 0:
+            raise ValueError(f"data.seq_len={seq_len}: it must be a positive number of tokens")
+        if seq_len > store.num_tokens:
+            raise ValueError(f"data.seq_len={seq_len} is longer than the whole of {store.origin} "
+                             f"({store.num_tokens} tokens)")
+        self.store = store
+        self.seq_len = seq_len
+        self.mask_doc_boundaries = mask_doc_boundaries
+
+    @property
+    def num_blocks(self) -> int:
+        return self.store.num_tokens // self.seq_len
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_blocks:
+            raise IndexError(f"block {index} of {self.num_blocks}")
+        start = index * self.seq_len
+        input_ids = torch.from_numpy(self.store.tokens[start:start + self.seq_len].astype(np.int64))
+        labels = input_ids.clone()
+        if self.mask_doc_boundaries:
+            starts = self.store.doc_starts
+            # Document starts strictly inside the block; one at offset 0 is never a label.
+            inside = starts[np.searchsorted(starts, start, side="right"):np.searchsorted(starts, start + self.seq_len)]
+            labels[torch.from_numpy(inside - start)] = IGNORE_INDEX
+        return {"input_ids": input_ids, "labels": labels, "position_ids": torch.arange(self.seq_len)}

@@ -1,0 +1,43 @@
+"""From a `data` config and a tokenizer to packed, cached splits."""
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from data.cache import cache_root
+from data.config import DataConfig
+from data.encode import token_store
+from data.packing import PackedDataset
+from data.sources import load_raw_splits
+
+
+@dataclass
+class Split:
+    dataset: PackedDataset
+    # False when this call tokenized the split, True when it reused the cache
+    cached: bool
+
+
+def build_splits(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Split]:
+    check_config(cfg)
+    raw, origin = load_raw_splits(cfg)
+    root = cache_root(cfg.cache_dir)
+    splits = {}
+    for name, ds in raw.items():
+        store, cached = token_store(ds, name, origin, tokenizer, cfg.num_proc, root)
+        splits[name] = Split(PackedDataset(store, cfg.seq_len, cfg.mask_doc_boundaries), cached)
+    return splits
+
+
+def build_datasets(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, PackedDataset]:
+    """"train", plus "validation" and "test" where the source has them (see data/__init__.py)."""
+    return {name: split.dataset for name, split in build_splits(cfg, tokenizer).items()}
+
+
+def check_config(cfg: DataConfig) -> None:
+    """Rejects values that would only fail after tokenizing."""
+    if cfg.seq_len <= 0:
+        raise ValueError(f"data.seq_len={cfg.seq_len}: it must be a positive number of tokens")
+    if not 0 <= cfg.validation_fraction < 1:
+        raise ValueError(f"data.validation_fraction={cfg.validation_fraction}: it must be in [0, 1)")
+    if cfg.num_proc < 1:
+        raise ValueError(f"data.num_proc={cfg.num_proc}: it must be at least 1")

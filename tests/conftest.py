@@ -1,0 +1,25 @@
+"""Shared test setup: nothing is downloaded, and the real data is used only where it exists."""
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before datasets and transformers are imported by any test module: they read it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory):
+    from data.tokenizer import load_tokenizer
+
+    return load_tokenizer("sample", cache_dir=str(tmp_path_factory.mktemp("tokenizer-cache")))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
