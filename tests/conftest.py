@@ -23,3 +23,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    """The environment of a trainer subprocess: offline, CPU DeepSpeed, caches in a temporary folder."""
+    from tests.runs import REPO
+
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+            "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}

@@ -1,49 +1,13 @@
 """`python -m train.finetune` end to end: real Hydra, DeepSpeed (gloo on CPU), W&B offline."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.runs import LONG, QUICK, REPO, finetune, losses, records
 from train.trainer import EXIT_DIVERGED, EXIT_PREEMPTED
-
-REPO = Path(__file__).resolve().parents[1]
-# Small and quick, but several steps per checkpoint and an evaluation on the way.
-QUICK = ["trainer.max_steps=8", "trainer.save_every=4", "trainer.eval_every=4", "trainer.eval_batches=2",
-         "data.sample.num_books=6", "data.sample.words_per_book=3000", "data.seq_len=64"]
-# Long enough that a signal sent at the first checkpoint lands well before the end.
-LONG = [*QUICK, "trainer.max_steps=40"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-            "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-            "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
-
-
-def finetune(args, env, cwd, nproc=1, wait=True):
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "train.finetune", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "train.finetune", *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if not wait:
-        return proc
-    out, _ = proc.communicate(timeout=600)
-    return proc.returncode, out
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in lines if "loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +22,12 @@ def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
     code, out = finetune([], env, tmp_path)  # exactly the README's command
     assert code == 0, out
     (run_dir,) = (tmp_path / "outputs" / "tiny").iterdir()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if "loss" in r]
+    logged = records(run_dir)
+    train = [r for r in logged if "loss" in r]
     assert [r["step"] for r in train] == list(range(1, 31))
     assert all({"loss", "lr", "tokens_per_s", "grad_norm", "tokens_seen"} <= r.keys() for r in train)
     assert train[-1]["loss"] < train[0]["loss"]
-    assert any("val_loss" in r for r in records)
+    assert any("val_loss" in r for r in logged)
     ckpts = run_dir / "checkpoints"
     assert (ckpts / "latest").read_text() == "step-00000030"
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000020", "step-00000030"]  # keep_last=2

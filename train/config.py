@@ -60,6 +60,8 @@ class TrainerConfig:
     max_wall_time_min: Optional[float] = None
     # this many skipped (non-finite) steps in a row stop the run
     max_bad_steps: int = 3
+    # ranks that share each sequence (DeepSpeed Ulysses); must divide the world size and the heads
+    sequence_parallel_size: int = 1
 
 
 @dataclass

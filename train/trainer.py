@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, set_seed
 from transformers.integrations import HfDeepSpeedConfig
 
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
-from train import checkpoint, distributed
+from train import checkpoint, distributed, sequence_parallel
 from train.coca import T_INITS, VARIANTS, check_choice
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
@@ -61,7 +61,7 @@ def validate(config: FinetuneConfig) -> None:
     check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
     check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
     for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
-                "max_bad_steps"):
+                "max_bad_steps", "sequence_parallel_size"):
         if getattr(t, key) < 1:
             raise ValueError(f"trainer.{key}={getattr(t, key)} must be >= 1")
     if config.optim.warmup_steps < 1:
@@ -93,7 +93,9 @@ def _check_memory(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config
     zero = ds_config.get("zero_optimization", {})
     setting = Setting(config.trainer.micro_batch_size, config.model.gradient_checkpointing, zero.get("stage", 0),
                       "offload_param" in zero)
-    check_fits(hf_config, num_params, config.data.seq_len, setting, distributed.world_size(),
+    # Under sequence parallelism each rank holds the activations of its slice of the sequence.
+    seq_len = config.data.seq_len // config.trainer.sequence_parallel_size
+    check_fits(hf_config, num_params, seq_len, setting, distributed.world_size(),
                half=config.trainer.precision != "fp32", device_bytes=accelerator.total_memory())
 
 
@@ -114,6 +116,7 @@ def run(config: FinetuneConfig) -> int:
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.name_or_path, config.data.cache_dir)
     hf_config = model_config(config.model, tokenizer)
     check_tokenizer_fits(tokenizer, hf_config.vocab_size)
+    sequence_parallel.check(config, hf_config, distributed.world_size())
     for folder in (resume_from, init_from):
         if folder is not None:
             check_same_model(folder, hf_config)
@@ -136,7 +139,8 @@ def run(config: FinetuneConfig) -> int:
     # transformers creates the model partitioned under ZeRO-3 while this object lives.
     zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
     model = build_model(config.model, hf_config)
-    engine = build_engine(model, ds_config)
+    mpu = sequence_parallel.setup(model, config, ds_config) if config.trainer.sequence_parallel_size > 1 else None
+    engine = build_engine(model, ds_config, mpu)
     del zero3
 
     rank, world = distributed.rank(), distributed.world_size()
@@ -173,7 +177,7 @@ def run(config: FinetuneConfig) -> int:
     flops_token = flops_per_token(hf_config, num_params, config.data.seq_len)
     peak = peak_flops()
     tokens_per_step = global_batch * config.data.seq_len
-    loop = _Loop(config, engine, train_set, val_set, sampler, rank, world)
+    loop = _Loop(config, engine, train_set, val_set, sampler, rank, world, mpu)
     progress = tqdm(total=config.trainer.max_steps, initial=state["step"], disable=not distributed.is_main(),
                     desc="train", unit="step", dynamic_ncols=True)
     bad_in_row, exit_status = 0, 0
@@ -238,47 +242,56 @@ def _as_float(value) -> float | None:
 
 
 class _Loop:
-    """One optimizer step over grad_accum micro-batches, and evaluation."""
+    """One optimizer step over its micro-batches, and evaluation; with or without sequence parallelism."""
 
-    def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int):
-        self.config, self.engine, self.sampler = config, engine, sampler
-        self.device = engine.device
+    def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int, mpu):
+        self.config, self.engine, self.sampler, self.mpu = config, engine, sampler, mpu
         self.train_set = train_set
         self.batches = self._epoch()
-        self.val_loader = None
-        if val_set is not None:
-            val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False)
-            self.val_loader = DataLoader(val_set, batch_size=config.trainer.micro_batch_size, sampler=val_sampler)
+        # Under sequence parallelism each micro-batch of the group is one micro-step of every rank.
+        self.micro_steps = config.trainer.grad_accum * (mpu.get_sequence_parallel_world_size() if mpu else 1)
+        self.val_set = val_set
+        self.val_sampler = None if val_set is None else DistributedSampler(val_set, world, rank, shuffle=False)
+
+    def _loader(self, dataset, sampler):
+        loader = DataLoader(dataset, batch_size=self.config.trainer.micro_batch_size, sampler=sampler)
+        return iter(sequence_parallel.shard(loader, self.mpu, self.engine.device) if self.mpu else loader)
 
     def _epoch(self):
-        return iter(DataLoader(self.train_set, batch_size=self.config.trainer.micro_batch_size, sampler=self.sampler))
+        return self._loader(self.train_set, self.sampler)
 
     def _next_batch(self) -> dict:
         batch = next(self.batches, None)
         if batch is None:  # the sampler has rolled over to the next epoch
             self.batches = self._epoch()
             batch = next(self.batches)
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return batch
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, float]:
+        batch = {k: v.to(self.engine.device) for k, v in batch.items()}
+        if self.mpu is not None:
+            return sequence_parallel.loss(self.engine, batch, self.mpu)
+        loss = self.engine(**batch).loss
+        return loss, loss.item()
 
     def train_step(self) -> tuple[float, bool]:
         """Mean loss over micro-batches and ranks, and whether DeepSpeed applied the update."""
         self.engine.train()
         total = 0.0
-        for _ in range(self.config.trainer.grad_accum):
-            loss = self.engine(**self._next_batch()).loss
+        for _ in range(self.micro_steps):
+            loss, value = self._loss(self._next_batch())
             self.engine.backward(loss)
             self.engine.step()
-            total += loss.item()
+            total += value
         self.sampler.advance()
-        mean = distributed.mean_over_ranks(total / self.config.trainer.grad_accum)
-        return mean, self.engine.was_step_applied()
+        return distributed.mean_over_ranks(total / self.micro_steps), self.engine.was_step_applied()
 
     @torch.no_grad()
     def evaluate(self) -> float:
         self.engine.eval()
         losses = []
-        for i, batch in enumerate(self.val_loader):
+        for i, batch in enumerate(self._loader(self.val_set, self.val_sampler)):
             if i == self.config.trainer.eval_batches:
                 break
-            losses.append(self.engine(**{k: v.to(self.device) for k, v in batch.items()}).loss.item())
+            losses.append(self._loss(batch)[1])
         return distributed.mean_over_ranks(sum(losses) / max(len(losses), 1))

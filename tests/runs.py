@@ -1,0 +1,33 @@
+"""Running `python -m train.finetune` from tests, as a user would: a subprocess, real launchers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Small and quick, but several steps per checkpoint and an evaluation on the way.
+QUICK = ["trainer.max_steps=8", "trainer.save_every=4", "trainer.eval_every=4", "trainer.eval_batches=2",
+         "data.sample.num_books=6", "data.sample.words_per_book=3000", "data.seq_len=64"]
+# Long enough that a signal sent at the first checkpoint lands well before the end.
+LONG = [*QUICK, "trainer.max_steps=40"]
+
+
+def finetune(args, env, cwd, nproc=1, wait=True):
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "train.finetune", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "train.finetune", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in records(run_dir) if "loss" in r}

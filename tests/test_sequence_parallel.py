@@ -1,0 +1,31 @@
+"""Ulysses sequence parallelism: two ranks sharing each sequence train exactly like one rank."""
+import pytest
+import torch
+
+from tests.runs import QUICK, REPO, finetune, records
+
+COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
+          "optim.schedule=constant", "trainer.micro_batch_size=2"]
+
+
+@pytest.mark.parametrize("variant", ["slack", "exact"])
+def test_two_ranks_on_one_sequence_match_one_rank(env, tmp_path, variant):
+    args = [*COMMON, f"model.attention={variant}"]
+    code, out = finetune([f"run_dir={tmp_path / 'one'}", "trainer.grad_accum=2", *args], env, REPO)
+    assert code == 0, out
+    code, out = finetune([f"run_dir={tmp_path / 'sp'}", "trainer.grad_accum=1", "trainer.sequence_parallel_size=2",
+                          *args], env, REPO, nproc=2)
+    assert code == 0, out
+    one, sp = records(tmp_path / "one"), records(tmp_path / "sp")
+    for key in ("loss", "grad_norm", "val_loss"):
+        expected = [r[key] for r in one if key in r]
+        assert len(expected) >= 2
+        torch.testing.assert_close(torch.tensor([r[key] for r in sp if key in r]), torch.tensor(expected),
+                                   rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_sequence_parallel_size_must_divide_the_heads(env, tmp_path):
+    code, out = finetune([f"run_dir={tmp_path}", *COMMON, "trainer.sequence_parallel_size=2",
+                          "model.arch.num_key_value_heads=1"], env, REPO, nproc=2)
+    assert code != 0
+    assert "trainer.sequence_parallel_size=2: it does not divide the attention heads 4 and key-value heads 1" in out
