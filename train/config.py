@@ -21,8 +21,10 @@ class ModelConfig:
     attention: str = "slack"  # vanilla | slack | exact
     t_init: str = "k_proj"  # k_proj | random
     trainable: str = "all"  # all | t_only | qkv
-    # transformers' rope_parameters overrides, e.g. {rope_type: dynamic, factor: 4.0}
-    rope_scaling: Optional[Dict[str, Any]] = None
+    # transformers' rope_parameters overrides, e.g. {rope_type: linear, factor: 4.0}; null: none.
+    # Typed Any because OmegaConf 2.3 cannot merge a command-line dict into a null Dict node;
+    # the trainer checks that it is a mapping.
+    rope_scaling: Any = None
     gradient_checkpointing: bool = False
     # weights only (no optimizer state) from a previous run's checkpoint or an exported folder
     init_from: Optional[str] = None

@@ -3,13 +3,12 @@
 Composes conf/finetune.yaml, turns it into the typed FinetuneConfig and calls `run`.
 Launch with torchrun for several processes; `deepspeed` works too.
 """
-import logging
-import os
 import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from train.cli import run_or_exit
 from train.config import FinetuneConfig  # registers the schema named in the defaults list
 from train.trainer import run
 
@@ -17,15 +16,7 @@ from train.trainer import run
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config: FinetuneConfig = OmegaConf.to_object(cfg)
-    try:
-        status = run(config)
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        # Bad input: one line naming the value; HYDRA_FULL_ERROR=1 shows the traceback.
-        logging.getLogger("train.finetune").error("%s: %s", type(error).__name__, error)
-        status = 2
-    sys.exit(status)
+    sys.exit(run_or_exit("train.finetune", run, config))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,325 @@
+"""Evaluation, export, plots and generation, on one tiny checkpoint trained here for two steps."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+
+from data.config import DataConfig
+from data.tokenizer import load_tokenizer
+from train.coca import convert_to_coca
+from train.eval_config import EvaluateConfig, ExportConfig, GenerateConfig
+from train.eval_data import documents
+from train.eval_report import write_results
+from train.evaluation import evaluate, validate
+from train.export import export
+from train.generate import generate
+from train.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
+from train.model import load_pretrained
+from train.passkey import FILLER, QUESTION, build_prompt, is_correct, key_line, make_prompts
+from train.perplexity import plan_windows, sliding_window_perplexity
+from train.plot import main as plot_main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CONF = REPO / "conf"
+SMALL_DATA = ["data.seq_len=64", "data.sample.num_books=6", "data.sample.words_per_book=3000"]
+STEP = "step-00000002"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tiny model's matmuls are far slower split over threads on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache),
+            "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+
+
+def run(module, args, env, nproc=1):
+    launch = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    proc = subprocess.run([*launch, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def train(run_dir, env, *extra, nproc=1):
+    args = [f"run_dir={run_dir}", "trainer.max_steps=2", "trainer.save_every=2", *SMALL_DATA, *extra]
+    code, out = run("train.finetune", args, env, nproc)
+    assert code == 0, out
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+    # Offline W&B, so that the checkpoint records a run for the evaluation to join.
+    return train(tmp_path_factory.mktemp("run"), env, "logger.mode=offline")
+
+
+@pytest.fixture(scope="module")
+def exported(trained, env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    code, log = run("train.export", [f"checkpoint={trained}", f"output={out}"], env)
+    assert code == 0, log
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    ckpt = resolve(str(trained))
+    return load_model(ckpt, checkpoint_config(ckpt, None, "eval.rope_scaling"))
+
+
+def eval_config(checkpoint, *overrides) -> EvaluateConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"checkpoint={checkpoint}", *SMALL_DATA[1:], *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+# --- sliding-window perplexity -------------------------------------------------------------
+
+@pytest.mark.parametrize("doc_len, length, stride", [(256, 128, 64), (256, 256, 64), (320, 192, 64), (256, 64, 64)])
+def test_sliding_windows_score_every_token_once(doc_len, length, stride):
+    scored = [t for start, count in plan_windows(doc_len, length, stride)
+              for t in range(start + length - count, start + length)]
+    if length > stride:
+        assert scored == list(range(1, doc_len))  # each token once, in order; token 0 has no context
+    else:  # disjoint windows: a window's first token has no context inside it
+        assert scored == [t for t in range(1, doc_len) if t % length]
+    with pytest.raises(ValueError, match="multiples of eval.stride"):
+        plan_windows(doc_len, length + 1, stride)
+
+
+def test_window_as_long_as_the_document_is_the_full_sequence_loss(model):
+    docs = [torch.randint(0, 512, (128,), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    result = sliding_window_perplexity(model, docs, 128, 64, batch_size=2)
+    with torch.no_grad():
+        direct = torch.stack([model(doc[None], labels=doc[None]).loss for doc in docs]).mean()
+    assert (result.windows, result.tokens) == (3, 3 * 127)
+    assert result.nll == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_sliding_windows_match_the_textbook_loop_at_any_batch_size(model):
+    docs = [torch.randint(0, 512, (192,), generator=torch.Generator().manual_seed(10 + i)) for i in range(2)]
+    length, stride = 64, 32
+    nll, count, prev_end = 0.0, 0, 0
+    with torch.no_grad():  # Hugging Face's recipe: mask all but the new tokens of each window
+        for doc in docs:
+            prev_end = 0
+            for begin in range(0, len(doc) - length + 1, stride):
+                window = doc[begin:begin + length][None]
+                labels = window.clone()
+                labels[:, :-(begin + length - prev_end)] = -100
+                logits = model(window, position_ids=torch.arange(length)[None]).logits
+                losses = F.cross_entropy(logits[0, :-1], labels[0, 1:], reduction="none", ignore_index=-100)
+                nll += losses.sum().item()
+                count += (labels[0, 1:] != -100).sum().item()
+                prev_end = begin + length
+    for batch_size in (1, 3, 16):
+        result = sliding_window_perplexity(model, docs, length, stride, batch_size)
+        assert result.tokens == count == 2 * 191
+        assert result.nll == pytest.approx(nll / count, rel=1e-6)
+
+
+# --- passkey ---------------------------------------------------------------------------------
+
+def tokenizers(trained_dir):
+    found = {"sample": load_checkpoint_tokenizer(resolve(str(trained_dir)))}
+    if (SHARED_DATA / "llama2-tokenizer").is_dir():
+        found["llama2"] = load_tokenizer(str(SHARED_DATA / "llama2-tokenizer"))
+    return found
+
+
+def test_passkey_prompts_hold_the_key_at_the_depth_and_fill_the_length(trained):
+    for name, tok in tokenizers(trained).items():
+        sentence = max(len(tok(s, add_special_tokens=False)["input_ids"]) for s in FILLER)
+        for length in (400, 2000):
+            for depth in (0.0, 0.3, 0.5, 1.0):
+                prompt = build_prompt(tok, "80417", length, depth)
+                assert length - sentence <= len(prompt.input_ids) <= length, (name, length, depth)
+                text = tok.decode(prompt.input_ids, skip_special_tokens=True)
+                assert text.endswith(QUESTION) and text.count("80417") == 2
+                before = text.split(key_line("80417"))[0]
+                assert sum(before.count(s) for s in FILLER) == prompt.before == round(depth * prompt.sentences)
+                assert abs(prompt.before / prompt.sentences - depth) <= 1 / prompt.sentences
+        with pytest.raises(ValueError, match="a passkey prompt needs at least"):
+            build_prompt(tok, "80417", 20, 0.5)
+
+
+def test_passkey_keys_are_seeded_five_digit_numbers_and_scored_by_prefix(trained):
+    tok = load_checkpoint_tokenizer(resolve(str(trained)))
+    first = make_prompts(tok, 200, 6, [0.0, 0.5, 1.0], seed=1)
+    assert [p.key for p in first] == [p.key for p in make_prompts(tok, 200, 6, [0.0, 0.5, 1.0], seed=1)]
+    assert [p.key for p in first] != [p.key for p in make_prompts(tok, 200, 6, [0.0, 0.5, 1.0], seed=2)]
+    assert all(len(p.key) == 5 and p.key.isdigit() for p in first)
+    assert [p.depth for p in first] == [0.0, 0.5, 1.0] * 2
+    assert is_correct(" 80417. Remember", "80417") and not is_correct(" 8041", "80417")
+    assert not is_correct("The pass key is 80417", "80417")
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def test_export_gives_the_checkpoint_model_with_identical_logits(trained, exported):
+    step = trained / "checkpoints" / STEP
+    # The model as DeepSpeed holds it (ZeRO-2 keeps whole fp32 weights in the model states file).
+    module = torch.load(step / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    reference = convert_to_coca(LlamaForCausalLM(AutoConfig.from_pretrained(step)), "slack").eval()
+    reference.load_state_dict(module, strict=True)
+    ours = load_pretrained(exported).eval()
+    plain = AutoModelForCausalLM.from_pretrained(exported)  # what a transformers user does
+    convert_to_coca(plain, plain.config.coca_variant).eval()
+    ids = torch.randint(0, 512, (2, 96))
+    with torch.no_grad():
+        expected = reference(ids).logits
+        assert torch.equal(ours(ids).logits, expected)
+        assert torch.equal(plain(ids).logits, expected)
+    saved = json.loads((exported / "config.json").read_text())
+    assert saved["coca_variant"] == "slack" and saved["use_cache"] is True
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in exported.iterdir()}
+    assert [p.name for p in exported.parent.iterdir()] == ["tiny"]  # no scratch folder left behind
+
+
+def test_zero3_checkpoint_of_two_ranks_exports_every_parameter(env, tmp_path):
+    run_dir = train(tmp_path / "z3", env, "deepspeed=zero3", "trainer.micro_batch_size=1", "logger.mode=disabled",
+                    nproc=2)
+    step = run_dir / "checkpoints" / STEP
+    assert len(list(step.glob("*optim_states.pt"))) == 2  # one shard per rank
+    out = export(ExportConfig(checkpoint=str(step), output=str(tmp_path / "export")))
+    config = AutoConfig.from_pretrained(step)
+    expected_shapes = {k: v.shape for k, v in LlamaForCausalLM(config).state_dict().items()}
+    model, info = load_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert {k: v.shape for k, v in model.state_dict().items()} == expected_shapes
+    fresh = convert_to_coca(LlamaForCausalLM(config), config.coca_variant).eval()
+    fresh.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(step.parent), tag=STEP), strict=True)
+    ids = torch.randint(0, 512, (2, 64))
+    with torch.no_grad():
+        logits = model.eval()(ids).logits
+        assert torch.isfinite(logits).all()
+        assert torch.equal(logits, fresh(ids).logits)
+
+
+# --- the evaluate command --------------------------------------------------------------------
+
+def test_evaluate_command_writes_results_and_joins_the_wandb_run(trained, env):
+    args = [f"checkpoint={trained}", "eval.lengths=[64,128]", "eval.stride=64", "eval.num_docs=2",
+            "eval.passkey.lengths=[160]", "eval.passkey.cases=2", *SMALL_DATA[1:], "logger.mode=offline"]
+    code, out = run("train.evaluate", args, env)
+    assert code == 0, out
+    folder = trained / "eval" / STEP
+    results = json.loads((folder / "eval.json").read_text())
+    rows = results["perplexity"]["by_length"]
+    assert [r["length"] for r in rows] == [64, 128]
+    assert [r["tokens"] for r in rows] == [2 * 126, 2 * 127]  # 64-token windows by 64: one unscored per window
+    assert all(1 < r["ppl"] < 10_000 for r in rows)
+    (passkey,) = results["passkey"]["by_length"]
+    assert passkey["length"] == 160 and passkey["cases"] == 2 and 0 <= passkey["accuracy"] <= 1
+    assert "| perplexity |" in (folder / "eval.md").read_text()
+    assert (folder / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    run_id = json.loads((trained / "checkpoints" / STEP / "trainer_state.json").read_text())["wandb_run_id"]
+    assert len(list((trained / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # training, then evaluation
+
+
+def test_export_evaluates_like_its_checkpoint_and_rope_scaling_applies(trained, exported, tmp_path):
+    settings = ["eval.lengths=[64]", "eval.stride=64", "eval.num_docs=2", "eval.passkey.lengths=[]",
+                "logger.mode=disabled"]
+    from_checkpoint = json.loads(evaluate(eval_config(trained, *settings, f"eval.output_dir={tmp_path}")).read_text())
+    path = evaluate(eval_config(exported, *settings))
+    assert path == exported / "eval" / "default" / "eval.json"
+    from_export = json.loads(path.read_text())
+    assert from_export["perplexity"] == from_checkpoint["perplexity"]
+    scaled_path = evaluate(eval_config(exported, *settings, "eval.rope_scaling={rope_type:linear,factor:2.0}"))
+    assert scaled_path.parent.name == "linear-x2"
+    scaled = json.loads(scaled_path.read_text())
+    assert scaled["model"]["rope_parameters"]["rope_type"] == "linear" and scaled["label"].endswith("+ linear-x2")
+    assert scaled["perplexity"]["by_length"][0]["nll"] != from_export["perplexity"]["by_length"][0]["nll"]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_bad_paths_and_values_are_named(trained, exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        resolve(str(tmp_path / "missing"))
+    half = tmp_path / "half" / "checkpoints" / STEP
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")  # a save killed before trainer_state.json
+    for path in (tmp_path, half.parent.parent, half):
+        with pytest.raises(FileNotFoundError, match="is not a checkpoint"):
+            resolve(str(path))
+    with pytest.raises(ValueError, match=r"eval.lengths has 100: .* multiple of eval.stride=64"):
+        validate(eval_config(trained, "eval.lengths=[64,100]", "eval.stride=64"))
+    with pytest.raises(ValueError, match=r"eval.passkey.depths=\[1.5\]"):
+        validate(eval_config(trained, "eval.passkey.depths=[1.5]"))
+    with pytest.raises(ValueError, match="eval.rope_scaling.rope_type='ntk' is not supported"):
+        model_config(resolve(str(exported)), {"rope_type": "ntk", "factor": 4.0}, "eval.rope_scaling")
+    tok = load_checkpoint_tokenizer(resolve(str(exported)))
+    with pytest.raises(ValueError, match=r"eval.num_docs=3, but .* has only 0 documents of at least 1000000 tokens"):
+        documents(DataConfig(), "test", tok, 3, 1_000_000)
+    with pytest.raises(ValueError, match="exists and is not an empty folder"):
+        export(ExportConfig(checkpoint=str(trained), output=str(exported)))
+
+
+def test_more_documents_than_the_local_test_split_holds(shared_data, tmp_path):
+    tok = load_tokenizer(str(shared_data / "llama2-tokenizer"))
+    cfg = DataConfig(source="local", path=str(shared_data / "pg19-sample"), cache_dir=str(tmp_path))
+    docs, origin = documents(cfg, "test", tok, 4, 32768)
+    assert [len(d) for d in docs] == [32768] * 4 and docs[0][0] == tok.bos_token_id
+    with pytest.raises(ValueError, match="eval.num_docs=5, but local:.* has only 4 documents of at least 32768"):
+        documents(cfg, "test", tok, 5, 32768)
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_status_2(trained, env):
+    code, out = run("train.evaluate", [f"checkpoint={trained}", "eval.lengths=[64,100]", "eval.stride=64"], env)
+    assert code == 2, out
+    assert "Traceback" not in out
+    assert out.strip().splitlines()[-1].endswith("ValueError: eval.lengths has 100: every length must be a positive "
+                                                 "multiple of eval.stride=64, so that each document's windows end "
+                                                 "at its end")
+
+
+# --- plots and generation --------------------------------------------------------------------
+
+def fake_results(label, ppl):
+    return {"label": label, "checkpoint": "/x", "step": None, "device": "cpu",
+            "model": {"coca_variant": "slack", "rope_parameters": {"rope_type": "default"}, "dtype": "float32"},
+            "perplexity": {"data": "d", "num_docs": 1, "doc_tokens": 2048, "stride": 512,
+                           "by_length": [{"length": n, "ppl": p} for n, p in zip((512, 1024, 2048), ppl)]},
+            "passkey": {"cases": 2, "seed": 0, "by_length": [
+                {"length": 512, "accuracy": 1.0, "by_depth": {"0.0": 1.0}},
+                {"length": 2048, "accuracy": 0.5, "by_depth": {"0.0": 0.5}}]}}
+
+
+def test_plot_command_writes_a_png_of_several_runs(tmp_path):
+    vanilla = write_results(fake_results("vanilla", [9.2, 7.5, float("inf")]), tmp_path / "vanilla")
+    coca = write_results(fake_results("CoCA + dynamic NTK", [9.9, 8.5, 8.3]), tmp_path / "coca")
+    assert json.loads(vanilla.read_text())["perplexity"]["by_length"][2]["ppl"] is None  # inf is null in JSON
+    assert "| perplexity | 9.20 | 7.50 | inf |" in (tmp_path / "vanilla" / "eval.md").read_text()
+    plot_main([str(tmp_path / "runs.png"), str(vanilla), str(coca), "--title", "tiny"])
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit) as exit_info:
+        plot_main([str(tmp_path / "runs.jpg"), str(vanilla)])
+    assert exit_info.value.code == 2
+
+
+def test_generate_greedy_is_deterministic_and_sampling_is_seeded(exported, capsys):
+    greedy = GenerateConfig(checkpoint=str(exported), prompt="The sky", max_new_tokens=6)
+    assert generate(greedy) == generate(greedy)
+    assert "The sky" in capsys.readouterr().out
+    sampled = GenerateConfig(checkpoint=str(exported), prompt="The sky", max_new_tokens=6, do_sample=True, seed=3)
+    assert generate(sampled) == generate(sampled)

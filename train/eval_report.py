@@ -1,0 +1,93 @@
+"""An evaluation's results on disk: eval.json (for plots and comparisons) and eval.md (to read)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE, TABLE_FILE = "eval.json", "eval.md"
+
+
+def length_name(length: int) -> str:
+    """512, 1K, 1.5K, 32K: the paper's column names."""
+    return f"{length / 1024:g}K" if length >= 1024 else str(length)
+
+
+def write_results(results: dict[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    # Infinite perplexity (a model far outside its range) is null in JSON; nll keeps the value.
+    _atomic_write(folder / RESULTS_FILE, json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
+    _atomic_write(folder / TABLE_FILE, markdown(results))
+    return folder / RESULTS_FILE
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected an {RESULTS_FILE} written by train.evaluate)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error.msg}): expected an {RESULTS_FILE} written by "
+                         "train.evaluate") from None
+    if not isinstance(results, dict) or not {"label", "perplexity", "passkey"} <= results.keys():
+        raise ValueError(f"{path} lacks label/perplexity/passkey: expected an {RESULTS_FILE} written by "
+                         "train.evaluate")
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"# Evaluation: {results['label']}", "",
+             f"- checkpoint: `{results['checkpoint']}`" + (f" (step {results['step']})" if results["step"] else ""),
+             f"- attention: {results['model']['coca_variant']}; RoPE: {_rope(results['model']['rope_parameters'])}; "
+             f"{results['model']['dtype']} on {results['device']}", ""]
+    ppl = results["perplexity"]
+    if ppl is not None:
+        rows = ppl["by_length"]
+        lines += ["## Perplexity", "",
+                  f"{ppl['num_docs']} documents of {ppl['data']}, each cut to {ppl['doc_tokens']} tokens; "
+                  f"sliding windows moved by {ppl['stride']} tokens.", "",
+                  _table(["window"] + [length_name(r["length"]) for r in rows],
+                         [["perplexity"] + [_number(r["ppl"]) for r in rows]]), ""]
+    passkey = results["passkey"]
+    if passkey is not None:
+        rows = passkey["by_length"]
+        depths = list(rows[0]["by_depth"])
+        body = [[f"depth {d}"] + [f"{r['by_depth'][d]:.2f}" for r in rows] for d in depths]
+        body.append(["**all**"] + [f"**{r['accuracy']:.2f}**" for r in rows])
+        lines += ["## Passkey retrieval", "",
+                  f"{passkey['cases']} cases per length (random 5-digit keys, seed {passkey['seed']}); "
+                  "greedy decoding; accuracy by the key's depth in the filler.", "",
+                  _table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
+    return "\n".join(lines)
+
+
+def _rope(parameters: dict[str, Any]) -> str:
+    extra = ", ".join(f"{k}={v}" for k, v in parameters.items() if k not in ("rope_type", "rope_theta"))
+    return f"{parameters['rope_type']}" + (f" ({extra})" if extra else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _number(value: float | None) -> str:
+    return "inf" if value is None or math.isinf(value) else f"{value:.2f}"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

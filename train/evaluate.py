@@ -1,0 +1,22 @@
+"""Evaluate a checkpoint as the paper does: `python -m train.evaluate checkpoint=PATH [overrides]`.
+
+Composes conf/evaluate.yaml into the typed EvaluateConfig and calls train.evaluation.evaluate:
+sliding-window perplexity by length on the data group's test split, passkey retrieval, then
+eval.json, eval.md and eval.png in eval.output_dir, and the checkpoint's W&B run if any.
+"""
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from train.cli import run_or_exit
+from train.eval_config import EvaluateConfig  # registers the schema named in the defaults list
+from train.evaluation import evaluate
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    config: EvaluateConfig = OmegaConf.to_object(cfg)
+    run_or_exit("train.evaluate", evaluate, config)
+
+
+if __name__ == "__main__":
+    main()

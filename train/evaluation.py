@@ -1,0 +1,129 @@
+"""An evaluation run: checkpoint -> model and test documents -> perplexity, passkey -> files and W&B."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from train.coca import CONFIG_KEY, check_choice
+from train.eval_config import EvalConfig, EvaluateConfig
+from train.eval_data import documents
+from train.eval_report import write_results
+from train.eval_wandb import log_results
+from train.load import DEEPSPEED, Checkpoint, device, checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
+from train.model import DTYPES
+from train.passkey import make_prompts, passkey_accuracy
+from train.perplexity import sliding_window_perplexity
+from train.plot import plot_runs
+
+log = logging.getLogger(__name__)
+
+
+def validate(config: EvaluateConfig) -> None:
+    """Checks the schema cannot express, before anything loads."""
+    e, p = config.eval, config.eval.passkey
+    check_choice("model.dtype", config.model.dtype, tuple(DTYPES))
+    check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
+    if not e.lengths and not p.lengths:
+        raise ValueError("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
+    for key, value in (("eval.stride", e.stride), ("eval.num_docs", e.num_docs), ("eval.batch_size", e.batch_size),
+                       ("eval.passkey.cases", p.cases), ("eval.passkey.max_new_tokens", p.max_new_tokens)):
+        if value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+    if e.max_batch_tokens is not None and e.max_batch_tokens < 1:
+        raise ValueError(f"eval.max_batch_tokens={e.max_batch_tokens} must be >= 1 or null")
+    for length in e.lengths:
+        if length < 1 or length % e.stride:
+            raise ValueError(f"eval.lengths has {length}: every length must be a positive multiple of "
+                             f"eval.stride={e.stride}, so that each document's windows end at its end")
+    if any(length < 1 for length in p.lengths):
+        raise ValueError(f"eval.passkey.lengths={list(p.lengths)}: lengths must be >= 1")
+    if not p.depths or any(not 0 <= d <= 1 for d in p.depths):
+        raise ValueError(f"eval.passkey.depths={list(p.depths)}: give one or more depths in [0, 1]")
+
+
+def rope_tag(rope_scaling: Mapping[str, Any] | None) -> str | None:
+    """dynamic-x4 for {rope_type: dynamic, factor: 4.0}: names the setting in folders and W&B keys."""
+    if not rope_scaling:
+        return None
+    factor = rope_scaling.get("factor")
+    return str(rope_scaling.get("rope_type", "rope")) + (f"-x{factor:g}" if factor is not None else "")
+
+
+def output_dir(e: EvalConfig, ckpt: Checkpoint) -> Path:
+    if e.output_dir is not None:
+        return Path(e.output_dir).expanduser().absolute()
+    tag = rope_tag(e.rope_scaling)
+    if ckpt.kind == DEEPSPEED:
+        return ckpt.run_dir / "eval" / "-".join(filter(None, [ckpt.folder.name, tag]))
+    return ckpt.folder / "eval" / (tag or "default")
+
+
+def label(e: EvalConfig, ckpt: Checkpoint, config: PretrainedConfig) -> str:
+    if e.label is not None:
+        return e.label
+    name = ckpt.run_dir.name if ckpt.kind == DEEPSPEED else ckpt.folder.name
+    tag = rope_tag(e.rope_scaling)
+    return f"{name} {getattr(config, CONFIG_KEY, None) or 'vanilla'}" + (f" + {tag}" if tag else "")
+
+
+def evaluate(config: EvaluateConfig) -> Path:
+    """Run the configured evaluations; returns the eval.json written."""
+    started = time.monotonic()
+    validate(config)
+    e, p = config.eval, config.eval.passkey
+    ckpt = resolve(config.checkpoint)
+    hf_config = checkpoint_config(ckpt, e.rope_scaling, "eval.rope_scaling")
+    tokenizer = load_checkpoint_tokenizer(ckpt)
+    lengths = sorted(set(e.lengths))
+    # Documents and prompts before weights: bad lengths fail before a 7B model loads.
+    docs, origin = documents(config.data, e.split, tokenizer, e.num_docs, lengths[-1]) if lengths else ([], None)
+    prompts = {n: make_prompts(tokenizer, n, p.cases, list(p.depths), e.seed) for n in sorted(set(p.lengths))}
+    model = load_model(ckpt, hf_config, config.model.dtype, config.model.attn_implementation).to(device())
+    results = {
+        "label": label(e, ckpt, hf_config),
+        "checkpoint": str(ckpt.folder),
+        "kind": ckpt.kind,
+        "step": ckpt.step,
+        "model": {"coca_variant": getattr(hf_config, CONFIG_KEY, None) or "vanilla",
+                  "rope_parameters": dict(hf_config.rope_parameters), "dtype": config.model.dtype,
+                  "attn_implementation": config.model.attn_implementation},
+        "device": str(device()),
+        "perplexity": None,
+        "passkey": None,
+    }
+    if lengths:
+        results["perplexity"] = {"data": origin, "split": e.split, "num_docs": e.num_docs, "doc_tokens": lengths[-1],
+                                 "stride": e.stride, "by_length": _perplexities(model, docs, lengths, e)}
+    if prompts:
+        by_length = []
+        for length, cases in prompts.items():
+            by_length.append({"length": length, **passkey_accuracy(model, tokenizer, cases, p.max_new_tokens)})
+            log.info("passkey accuracy at %d: %.2f", length, by_length[-1]["accuracy"])
+        results["passkey"] = {"cases": p.cases, "depths": list(p.depths), "seed": e.seed,
+                              "max_new_tokens": p.max_new_tokens, "by_length": by_length}
+    results["seconds"] = round(time.monotonic() - started, 1)
+    folder = output_dir(e, ckpt)
+    path = write_results(results, folder)
+    plot = plot_runs([results], folder / "eval.png")
+    log_results(results, plot, ckpt, rope_tag(e.rope_scaling) or "default", config.logger)
+    log.info("results in %s (eval.json, eval.md, eval.png)", folder)
+    return path
+
+
+def _perplexities(model: PreTrainedModel, docs: list[torch.Tensor], lengths: list[int], e: EvalConfig) -> list[dict]:
+    rows = []
+    for length in lengths:
+        # max_batch_tokens lets one setting batch many short windows and few long ones.
+        per_batch = e.batch_size if e.max_batch_tokens is None else min(e.batch_size,
+                                                                         max(1, e.max_batch_tokens // length))
+        result = sliding_window_perplexity(model, docs, length, e.stride, per_batch)
+        log.info("perplexity at %d: %.4g (%d windows)", length, result.ppl, result.windows)
+        rows.append({"length": length, "ppl": result.ppl, "nll": result.nll, "tokens": result.tokens,
+                     "windows": result.windows})
+    return rows

@@ -1,0 +1,123 @@
+"""Finding and loading the model behind a checkpoint path, for evaluation, export and generation.
+
+A path is a run_dir (its latest complete checkpoint), a run's checkpoints/ folder, a step-N
+folder (DeepSpeed's shards, any ZeRO stage and world size), or a transformers folder (an
+export, or any LLaMA-family model). DeepSpeed checkpoints are consolidated on the CPU by
+DeepSpeed's own zero_to_fp32, with no process group, into ZeRO's fp32 master weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+from data.tokenizer import load_tokenizer
+from train import checkpoint as checkpoints
+from train.coca import CONFIG_KEY, check_choice, convert_to_coca
+from train.model import DTYPES, load_pretrained
+
+log = logging.getLogger(__name__)
+
+DEEPSPEED, EXPORTED = "deepspeed", "exported"
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    folder: Path  # the step folder, or the transformers folder
+    kind: str  # DEEPSPEED | EXPORTED
+    run_dir: Path | None = None  # the training run a step folder belongs to
+    step: int | None = None
+    wandb_run_id: str | None = None
+
+
+def resolve(path: str, key: str = "checkpoint") -> Checkpoint:
+    """What `path` names; `key` is the config key it came from, for messages."""
+    folder = Path(path).expanduser().absolute()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{key}={path!r} is not a folder")
+    if not checkpoints.is_complete(folder) and _is_transformers_folder(folder):
+        return Checkpoint(folder, EXPORTED)
+    try:
+        # An absolute path never reads as resume's special values auto/none.
+        step = checkpoints.find_resume_checkpoint(str(folder), folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{key}={path!r} is not a checkpoint: give a run_dir, its checkpoints/ folder, a complete step-N "
+            f"folder (with {checkpoints.STATE_FILE}) or a transformers folder (config.json and weights)"
+        ) from None
+    state = json.loads((step / checkpoints.STATE_FILE).read_text())
+    return Checkpoint(step, DEEPSPEED, step.parent.parent, state["step"], state.get("wandb_run_id"))
+
+
+def _is_transformers_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(next(folder.glob(p), None) for p in _WEIGHT_PATTERNS)
+
+
+def checkpoint_config(ckpt: Checkpoint, rope_scaling: Mapping[str, Any] | None, key: str) -> PretrainedConfig:
+    """The checkpoint's config.json, with `rope_scaling` (config key `key`) merged into its RoPE."""
+    if rope_scaling is not None and not isinstance(rope_scaling, Mapping):
+        raise ValueError(f"{key}={rope_scaling!r} must be a mapping such as {{rope_type: dynamic, factor: 4.0}}")
+    config = AutoConfig.from_pretrained(ckpt.folder)
+    if rope_scaling:
+        merged = {**config.rope_parameters, **rope_scaling}
+        check_choice(f"{key}.rope_type", merged.get("rope_type"), ("default", *ROPE_INIT_FUNCTIONS))
+        config.rope_parameters = merged
+        config.standardize_rope_params()
+        try:
+            config.validate_rope()
+        except KeyError as error:  # transformers names missing keys with a KeyError
+            raise ValueError(f"{key}={dict(rope_scaling)}: {error.args[0]}") from None
+    return config
+
+
+def load_model(
+    ckpt: Checkpoint, config: PretrainedConfig, dtype: str = "float32", attn_implementation: str = "sdpa"
+) -> PreTrainedModel:
+    """The checkpoint's model in eval mode on the CPU, CoCA as its config records, KV cache on.
+
+    `dtype` is a key of train.model.DTYPES, checked by the caller under its own config key.
+    """
+    options = dict(config=config, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                   output_loading_info=True)
+    if ckpt.kind == EXPORTED:
+        model, info = load_pretrained(ckpt.folder, **options)
+    else:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+        if model_class is None:
+            raise ValueError(f"{ckpt.folder}/config.json: model_type={config.model_type!r} has no causal LM class")
+        state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
+        # from_pretrained with no path builds the model on the meta device and loads this state dict.
+        model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
+        variant = getattr(config, CONFIG_KEY, None)
+        if variant is not None:
+            convert_to_coca(model, variant)
+    _check_loaded(ckpt.folder, info)
+    model.config.use_cache = True  # the trainer switches it off; generation wants it
+    return model.eval()
+
+
+def _check_loaded(folder: Path, info: dict) -> None:
+    wrong = {kind: sorted(info[kind]) for kind in ("missing_keys", "mismatched_keys") if info[kind]}
+    if wrong:
+        raise ValueError(f"the weights in {folder} do not fit its config.json: {wrong}")
+    if info["unexpected_keys"]:
+        log.warning("%s: ignored weights the model does not use: %s", folder, sorted(info["unexpected_keys"]))
+
+
+def load_checkpoint_tokenizer(ckpt: Checkpoint) -> PreTrainedTokenizerBase:
+    """Step folders and exports carry the run's tokenizer."""
+    return load_tokenizer(str(ckpt.folder))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
