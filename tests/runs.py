@@ -12,17 +12,19 @@ QUICK = ["trainer.max_steps=8", "trainer.save_every=4", "trainer.eval_every=4", 
 LONG = [*QUICK, "trainer.max_steps=40"]
 
 
-def finetune(args, env, cwd, nproc=1, wait=True):
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "train.finetune", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "train.finetune", *args]
+def launch(module, args, env, cwd=REPO, nproc=1, wait=True):
+    """`python -m module args` (under torchrun when nproc > 1): (status, output), or the process."""
+    torchrun = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, *torchrun, "-m", module, *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc
     out, _ = proc.communicate(timeout=600)
     return proc.returncode, out
+
+
+def finetune(args, env, cwd, nproc=1, wait=True):
+    return launch("train.finetune", args, env, cwd, nproc, wait)
 
 
 def records(run_dir: Path) -> list[dict]:

@@ -1,8 +1,5 @@
 """Evaluation, export, plots and generation, on one tiny checkpoint trained here for two steps."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
 from data.config import DataConfig
 from data.tokenizer import load_tokenizer
+from tests.runs import REPO, launch
 from train.coca import convert_to_coca
 from train.eval_config import EvaluateConfig, ExportConfig, GenerateConfig
 from train.eval_data import documents
@@ -28,7 +26,6 @@ from train.passkey import FILLER, QUESTION, build_prompt, is_correct, key_line, 
 from train.perplexity import plan_windows, sliding_window_perplexity
 from train.plot import main as plot_main
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CONF = REPO / "conf"
 SMALL_DATA = ["data.seq_len=64", "data.sample.num_books=6", "data.sample.words_per_book=3000"]
@@ -44,24 +41,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache),
-            "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
-
-
-def run(module, args, env, nproc=1):
-    launch = [sys.executable] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.run([*launch, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def train(run_dir, env, *extra, nproc=1):
     args = [f"run_dir={run_dir}", "trainer.max_steps=2", "trainer.save_every=2", *SMALL_DATA, *extra]
-    code, out = run("train.finetune", args, env, nproc)
+    code, out = launch("train.finetune", args, env, nproc=nproc)
     assert code == 0, out
     return run_dir
 
@@ -75,7 +57,7 @@ def trained(env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(trained, env, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports") / "tiny"
-    code, log = run("train.export", [f"checkpoint={trained}", f"output={out}"], env)
+    code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
     assert code == 0, log
     return out
 
@@ -220,7 +202,7 @@ def test_zero3_checkpoint_of_two_ranks_exports_every_parameter(env, tmp_path):
 def test_evaluate_command_writes_results_and_joins_the_wandb_run(trained, env):
     args = [f"checkpoint={trained}", "eval.lengths=[64,128]", "eval.stride=64", "eval.num_docs=2",
             "eval.passkey.lengths=[160]", "eval.passkey.cases=2", *SMALL_DATA[1:], "logger.mode=offline"]
-    code, out = run("train.evaluate", args, env)
+    code, out = launch("train.evaluate", args, env)
     assert code == 0, out
     folder = trained / "eval" / STEP
     results = json.loads((folder / "eval.json").read_text())
@@ -267,7 +249,7 @@ def test_bad_paths_and_values_are_named(trained, exported, tmp_path):
     with pytest.raises(ValueError, match=r"eval.passkey.depths=\[1.5\]"):
         validate(eval_config(trained, "eval.passkey.depths=[1.5]"))
     with pytest.raises(ValueError, match="eval.rope_scaling.rope_type='ntk' is not supported"):
-        model_config(resolve(str(exported)), {"rope_type": "ntk", "factor": 4.0}, "eval.rope_scaling")
+        checkpoint_config(resolve(str(exported)), {"rope_type": "ntk", "factor": 4.0}, "eval.rope_scaling")
     tok = load_checkpoint_tokenizer(resolve(str(exported)))
     with pytest.raises(ValueError, match=r"eval.num_docs=3, but .* has only 0 documents of at least 1000000 tokens"):
         documents(DataConfig(), "test", tok, 3, 1_000_000)
@@ -285,7 +267,7 @@ def test_more_documents_than_the_local_test_split_holds(shared_data, tmp_path):
 
 
 def test_bad_input_on_the_command_line_is_one_line_and_status_2(trained, env):
-    code, out = run("train.evaluate", [f"checkpoint={trained}", "eval.lengths=[64,100]", "eval.stride=64"], env)
+    code, out = launch("train.evaluate", [f"checkpoint={trained}", "eval.lengths=[64,100]", "eval.stride=64"], env)
     assert code == 2, out
     assert "Traceback" not in out
     assert out.strip().splitlines()[-1].endswith("ValueError: eval.lengths has 100: every length must be a positive "
