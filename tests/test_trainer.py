@@ -41,7 +41,8 @@ def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
     assert state["wandb_run_id"] in wandb_run.name and state["step"] == 30
 
 
-def test_sigterm_saves_exits_with_code_and_resume_matches(env, tmp_path, uninterrupted):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_stop_signal_saves_exits_with_code_and_resume_matches(env, tmp_path, uninterrupted, stop_signal):
     run_dir = tmp_path / "run"
     args = [f"run_dir={run_dir}", *LONG]
     proc = finetune(args, env, REPO, wait=False)
@@ -49,7 +50,7 @@ def test_sigterm_saves_exits_with_code_and_resume_matches(env, tmp_path, uninter
     deadline = time.time() + 300
     while not first_save.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop_signal)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_PREEMPTED, out
     stopped_at = int((run_dir / "checkpoints" / "latest").read_text().split("-")[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -39,11 +40,15 @@ _IDENTITY = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_he
 
 
 class _StopFlag:
-    """Set by SIGTERM (SLURM preemption; torchrun forwards it) or SIGUSR1 (plain python runs)."""
+    """Set by SIGTERM (SLURM preemption; torchrun forwards it) or SIGUSR1 (plain python runs).
+
+    Under torchrun SIGUSR1 is left alone: torchrun does not forward it, and NCCL uses it.
+    """
 
     def __init__(self):
         self.signal: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+        for sig in (signal.SIGTERM,) if under_torchrun else (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
