@@ -149,3 +149,26 @@ def test_bad_input_fails_fast_with_one_line(env, tmp_path, override, message):
     code, out = finetune([f"run_dir={tmp_path}", override], env, REPO)
     assert code != 0 and message in out, out
     assert time.time() - started < 60
+
+
+def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weights(env, tmp_path):
+    """The paper's recipe: stage 1 trains W_t only; stage 2 starts from stage 1's weights."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    def weights(run_dir, step):
+        return get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints"), tag=f"step-{step:08d}")
+
+    common = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
+    frozen_lr = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
+    start, stage1, stage2 = tmp_path / "start", tmp_path / "stage1", tmp_path / "stage2"
+    for run_dir, extra in ((start, frozen_lr), (stage1, ["model.trainable=t_only", "trainer.max_steps=4"]),
+                           (stage2, [*frozen_lr, "model.trainable=qkv", f"model.init_from={stage1}"])):
+        code, out = finetune([f"run_dir={run_dir}", *common, *extra], env, REPO)
+        assert code == 0, out
+    initial, after1, after2 = weights(start, 1), weights(stage1, 4), weights(stage2, 1)
+    for name, value in after1.items():
+        moved = not torch.equal(value, initial[name])
+        assert moved == name.endswith("self_attn.k_proj.weight"), name
+    assert all(torch.equal(after2[name], value) for name, value in after1.items())
+    assert f"weights from {stage1 / 'checkpoints' / 'step-00000004'}" in out
+    assert [r["step"] for r in records(stage2) if "loss" in r] == [1]  # a fresh schedule, not a resume
