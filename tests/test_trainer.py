@@ -172,3 +172,12 @@ def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weight
     assert all(torch.equal(after2[name], value) for name, value in after1.items())
     assert f"weights from {stage1 / 'checkpoints' / 'step-00000004'}" in out
     assert [r["step"] for r in records(stage2) if "loss" in r] == [1]  # a fresh schedule, not a resume
+
+
+def test_wandb_failure_falls_back_to_offline_and_training_goes_on(env, tmp_path):
+    online = {k: v for k, v in env.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    code, out = finetune([f"run_dir={tmp_path}", *QUICK, "trainer.max_steps=2", "logger.mode=online"], online, REPO)
+    assert code == 0, out
+    assert out.count("W&B online failed") == 1 and "logging offline to" in out
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert sorted(losses(tmp_path)) == [1, 2]
