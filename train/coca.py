@@ -47,9 +47,12 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + rotated * sin
 
 
-def _pair_mean(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return (x[..., :half] + x[..., half:]) / 2
+def _rope_of_doubled(s: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE(cat(s, s)) for s (B, H, S, d/2): rotating the pair (s_j, s_j) by angle a gives
+    (s_j (cos a - sin a), s_j (cos a + sin a)), one product with a table shared by all heads."""
+    half = s.shape[-1]
+    table = torch.cat((cos[..., :half] - sin[..., :half], cos[..., half:] + sin[..., half:]), dim=-1)
+    return (s.unsqueeze(-2) * table.unflatten(-1, (2, half))).flatten(-2)  # (B, H, S, d)
 
 
 def coca_query_key(
@@ -64,12 +67,17 @@ def coca_query_key(
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
     if variant == "vanilla":
         return _rope(query, cos, sin), _rope(t, cos, sin)
-    c = F.relu(_pair_mean(t))  # (B, Hkv, S, d/2): one scalar per 2-D slice
-    key = _rope(torch.cat((c, c), dim=-1), cos, sin)
+    half = t.shape[-1] // 2
+    # The means' halving, relu(x) / 2 == relu(x / 2), moves into the (head-free) tables.
+    cos_half, sin_half = cos / 2, sin / 2
+    c2 = F.relu(t[..., :half] + t[..., half:])  # (B, Hkv, S, d/2): twice the scalar per 2-D slice
+    key = _rope_of_doubled(c2, cos_half, sin_half)
     if variant == "slack":
-        return query * _rope(query, cos, sin), key
-    a = _pair_mean(query.square())  # |q_j|^2 / 2 per slice
-    return _rope(torch.cat((a, a), dim=-1), cos, sin), key
+        # q * RoPE(q) = q^2 cos + cat(-q1 q2, q1 q2) sin: autograd keeps q alone, not RoPE(q) too.
+        p = query[..., :half] * query[..., half:]
+        return query.square() * cos + torch.cat((-p, p), dim=-1) * sin, key
+    a2 = query[..., :half].square() + query[..., half:].square()  # |q_j|^2 = 2a, halved by the tables
+    return _rope_of_doubled(a2, cos_half, sin_half), key
 
 
 class CocaAttention(nn.Module):
