@@ -28,7 +28,7 @@ def load_tokenizer(
         source = str(sample_tokenizer_dir(cache_root(cache_dir)))
     elif Path(name).expanduser().exists():
         source = str(Path(name).expanduser())
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise FileNotFoundError(f"tokenizer folder {name!r} does not exist (model.tokenizer, relative to "
                                 f"{os.getcwd()})")
     else:
@@ -69,6 +69,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     )
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     # Hub ids are "name" or "owner/name"; anything else can only have meant a local folder.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name

@@ -1,6 +1,5 @@
 """Evaluation, export, plots and generation, on one tiny checkpoint trained here for two steps."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -17,13 +17,12 @@ from typing import Any
 import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from data.tokenizer import load_tokenizer
 from train import checkpoint as checkpoints
-from train.coca import CONFIG_KEY, check_choice, convert_to_coca
-from train.model import DTYPES, load_pretrained
+from train.coca import CONFIG_KEY, convert_to_coca
+from train.model import DTYPES, apply_rope_scaling, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +64,7 @@ def _is_transformers_folder(folder: Path) -> bool:
 
 def checkpoint_config(ckpt: Checkpoint, rope_scaling: Mapping[str, Any] | None, key: str) -> PretrainedConfig:
     """The checkpoint's config.json, with `rope_scaling` (config key `key`) merged into its RoPE."""
-    if rope_scaling is not None and not isinstance(rope_scaling, Mapping):
-        raise ValueError(f"{key}={rope_scaling!r} must be a mapping such as {{rope_type: dynamic, factor: 4.0}}")
-    config = AutoConfig.from_pretrained(ckpt.folder)
-    if rope_scaling:
-        merged = {**config.rope_parameters, **rope_scaling}
-        check_choice(f"{key}.rope_type", merged.get("rope_type"), ("default", *ROPE_INIT_FUNCTIONS))
-        config.rope_parameters = merged
-        config.standardize_rope_params()
-        try:
-            config.validate_rope()
-        except KeyError as error:  # transformers names missing keys with a KeyError
-            raise ValueError(f"{key}={dict(rope_scaling)}: {error.args[0]}") from None
-    return config
+    return apply_rope_scaling(AutoConfig.from_pretrained(ckpt.folder), rope_scaling, key)
 
 
 def load_model(

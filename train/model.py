@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -14,8 +16,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from train.coca import CONFIG_KEY, convert_to_coca
+from data.tokenizer import looks_like_path
+from train.coca import CONFIG_KEY, check_choice, convert_to_coca
 from train.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,31 @@ def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pretra
             config = AutoConfig.from_pretrained(cfg.name_or_path)
         except OSError as error:
             raise FileNotFoundError(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
-    if cfg.rope_scaling:
-        config.rope_parameters = {**config.rope_parameters, **cfg.rope_scaling}
+    return apply_rope_scaling(config, cfg.rope_scaling, "model.rope_scaling")
+
+
+def apply_rope_scaling(config: PretrainedConfig, rope_scaling: Any, key: str) -> PretrainedConfig:
+    """Merge `rope_scaling` (config key `key`, e.g. {rope_type: dynamic, factor: 4.0}) into the
+    config's RoPE parameters, checked by transformers' own validation."""
+    if rope_scaling is None:
+        return config
+    if not isinstance(rope_scaling, Mapping):
+        raise ValueError(f"{key}={rope_scaling!r} must be a mapping such as {{rope_type: dynamic, factor: 4.0}}")
+    if not rope_scaling:
+        return config
+    merged = {**config.rope_parameters, **rope_scaling}
+    check_choice(f"{key}.rope_type", merged.get("rope_type"), ("default", *ROPE_INIT_FUNCTIONS))
+    config.rope_parameters = merged
+    config.standardize_rope_params()
+    try:
+        config.validate_rope()
+    except KeyError as error:  # transformers names missing keys with a KeyError
+        raise ValueError(f"{key}={dict(rope_scaling)}: {error.args[0]}") from None
     return config
 
 
 def _check_exists(name_or_path: str) -> None:
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
+    if looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
         raise FileNotFoundError(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
 
 

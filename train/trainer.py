@@ -62,8 +62,6 @@ def validate(config: FinetuneConfig) -> None:
     check_choice("model.t_init", m.t_init, T_INITS)
     check_choice("model.trainable", m.trainable, TRAINABLE)
     check_choice("model.dtype", m.dtype, tuple(DTYPES))
-    if m.rope_scaling is not None and not isinstance(m.rope_scaling, dict):
-        raise ValueError(f"model.rope_scaling={m.rope_scaling!r} must be a mapping such as {{rope_type: linear, factor: 4.0}}")
     check_choice("trainer.precision", t.precision, PRECISIONS)
     check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
     check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
