@@ -1,8 +1,11 @@
 """Ulysses sequence parallelism: two ranks sharing each sequence train exactly like one rank."""
 import pytest
 import torch
+from transformers import LlamaConfig
 
 from tests.runs import QUICK, REPO, finetune, records
+from train import sequence_parallel
+from train.config import FinetuneConfig
 
 COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
           "optim.schedule=constant", "trainer.micro_batch_size=2"]
@@ -29,3 +32,14 @@ def test_sequence_parallel_size_must_divide_the_heads(env, tmp_path):
                           "model.arch.num_key_value_heads=1"], env, REPO, nproc=2)
     assert code != 0
     assert "trainer.sequence_parallel_size=2: it does not divide the attention heads 4 and key-value heads 1" in out
+
+
+def test_zero3_keeps_the_reduce_scatter_whose_scaling_the_loss_undoes():
+    config = FinetuneConfig()
+    config.trainer.sequence_parallel_size = 2
+    config.deepspeed = {"zero_optimization": {"stage": 3, "reduce_scatter": False}}
+    model_config = LlamaConfig(num_attention_heads=4, num_key_value_heads=2)
+    with pytest.raises(ValueError, match="ZeRO-3 needs deepspeed.zero_optimization.reduce_scatter=true"):
+        sequence_parallel.check(config, model_config, world_size=2)
+    config.deepspeed["zero_optimization"]["reduce_scatter"] = True
+    sequence_parallel.check(config, model_config, world_size=2)

@@ -64,6 +64,11 @@ class TrainerConfig:
     max_bad_steps: int = 3
     # ranks that share each sequence (DeepSpeed Ulysses); must divide the world size and the heads
     sequence_parallel_size: int = 1
+    # DeepSpeed's tiled compute for long sequences: the MLP, and the logits with the loss, run
+    # tile_tokens tokens at a time, so their large intermediates never exist for the whole sequence
+    tiled_mlp: bool = False
+    tiled_logits: bool = False
+    tile_tokens: Optional[int] = None  # null: the model's hidden_size
 
 
 @dataclass

@@ -6,7 +6,8 @@ Model states follow the ZeRO paper (per parameter: 2 or 4 bytes of weights and o
 offload moves them to the host). Activations assume an O(N) attention kernel (no N x N
 scores): per token and layer about 10 hidden-size and 4 MLP-size tensors are kept, or
 only the layer input under gradient checkpointing (plus one layer recomputed). The logits
-and their fp32 loss copies add 3 x vocab floats per token.
+and their fp32 loss copies add 3 x vocab floats per token. Tiling (train.tiling) keeps the MLP
+intermediates and the logits of one tile only (hidden_size tokens unless set).
 """
 from __future__ import annotations
 
@@ -23,11 +24,16 @@ class Setting:
     gradient_checkpointing: bool
     zero_stage: int
     offload: bool
+    tiled_mlp: bool = False
+    tiled_logits: bool = False
+    tile_tokens: int | None = None  # None: hidden_size
 
     def overrides(self) -> str:
         deepspeed = "zero3_offload" if self.offload else f"zero{self.zero_stage}"
-        return (f"trainer.micro_batch_size={self.micro_batch_size} "
+        text = (f"trainer.micro_batch_size={self.micro_batch_size} "
                 f"model.gradient_checkpointing={str(self.gradient_checkpointing).lower()} deepspeed={deepspeed}")
+        tiled = [f"trainer.tiled_{part}=true" for part in ("mlp", "logits") if getattr(self, f"tiled_{part}")]
+        return " ".join([text, *tiled])
 
 
 def estimate_bytes(model_config, num_params: int, seq_len: int, setting: Setting, world: int, half: bool) -> float:
@@ -43,12 +49,15 @@ def estimate_bytes(model_config, num_params: int, seq_len: int, setting: Setting
 
     h, mlp, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
     tokens = setting.micro_batch_size * seq_len
-    full_layer = weight_bytes * (10 * h + 4 * mlp) * tokens
+    tile = min(tokens, setting.tile_tokens or h)
+    # a tiled MLP keeps its input for the backward, and one tile's intermediates at a time
+    mlp_bytes = weight_bytes * (h * tokens + 4 * mlp * tile) if setting.tiled_mlp else weight_bytes * 4 * mlp * tokens
+    full_layer = weight_bytes * 10 * h * tokens + mlp_bytes
     if setting.gradient_checkpointing:
         activations = weight_bytes * h * tokens * layers + full_layer
     else:
         activations = full_layer * layers
-    logits = (weight_bytes + 8) * model_config.vocab_size * tokens
+    logits = (weight_bytes + 8) * model_config.vocab_size * (tile if setting.tiled_logits else tokens)
     return model_bytes + activations + logits
 
 
@@ -59,7 +68,8 @@ def check_fits(model_config, num_params: int, seq_len: int, setting: Setting, wo
     if need <= MARGIN * device_bytes:
         return
     candidates = [
-        Setting(mb, True, stage, offload)
+        Setting(mb, True, stage, offload, setting.tiled_mlp or tiled, setting.tiled_logits or tiled, setting.tile_tokens)
+        for tiled in (False, True)
         for offload, stage in ((False, setting.zero_stage), (False, 3), (True, 3))
         for mb in range(setting.micro_batch_size, 0, -1)
     ]

@@ -52,9 +52,9 @@ def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pretra
     if cfg.name_or_path is None:
         if not cfg.arch:
             raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
+        # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000); check_tokenizer_fits checks it
         config = LlamaConfig(
-            **cfg.arch,
-            vocab_size=len(tokenizer),
+            **{"vocab_size": len(tokenizer), **cfg.arch},
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

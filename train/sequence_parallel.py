@@ -13,9 +13,6 @@ stays `micro_batch_size x grad_accum x world_size` sequences, as without sequenc
 """
 from __future__ import annotations
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF, UlyssesSPDataLoaderAdapter
 
 from train.config import FinetuneConfig
@@ -39,8 +36,21 @@ def check(config: FinetuneConfig, model_config, world_size: int) -> None:
     if config.model.attn_implementation not in KERNELS:
         problems.append(f"model.attn_implementation={config.model.attn_implementation!r} is not one of "
                         f"{', '.join(KERNELS)}")
+    zero = config.deepspeed.get("zero_optimization", {})
+    if zero.get("stage") == 3 and zero.get("reduce_scatter") is False:
+        problems.append("ZeRO-3 needs deepspeed.zero_optimization.reduce_scatter=true with it (see share_scale)")
     if problems:
         raise ValueError(f"trainer.sequence_parallel_size={sp}: {'; '.join(problems)}")
+
+
+def share_scale(zero_stage: int, sp: int) -> int:
+    """The factor on each rank's share of the loss that makes DeepSpeed sum gradients over the group.
+
+    ZeRO-1/2 divide the all-reduced gradients by the data-parallel size only, summing over the
+    sequence-parallel group; ZeRO-3's reduce-scatter divides by the whole group of sp x dp ranks
+    (DeepSpeed 0.19; its other path, reduce_scatter=false, mixes both, hence refused in `check`).
+    """
+    return sp if zero_stage == 3 else 1
 
 
 def setup(model, config: FinetuneConfig, ds_config: dict):
@@ -64,18 +74,3 @@ def shard(loader, mpu, device):
     return UlyssesSPDataLoaderAdapter(loader, mpu.get_sequence_parallel_rank(), mpu.get_sequence_parallel_group(),
                                       mpu.get_sequence_parallel_world_size(), device)
 
-
-def loss(engine, batch: dict, mpu) -> tuple[torch.Tensor, float]:
-    """(what to backpropagate, the micro-batch's mean loss over the whole sequence).
-
-    The mean over the group's tokens is sum_r S_r / N. Each rank backpropagates its share
-    S_r / N: DeepSpeed sums gradients over a sequence-parallel group (and averages over data
-    parallelism), so the shares add up to the gradient of the mean.
-    """
-    group = mpu.get_sequence_parallel_group()
-    labels = batch.pop("shift_labels")
-    logits = engine(**batch).logits  # (B, S/sp, V)
-    local_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    totals = torch.stack([local_sum.detach(), (labels != -100).sum().to(local_sum.dtype)])
-    dist.all_reduce(totals, group=group)
-    return local_sum / totals[1], (totals[0] / totals[1]).item()

@@ -19,10 +19,11 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, set_seed
 from transformers.integrations import HfDeepSpeedConfig
 
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
-from train import checkpoint, distributed, sequence_parallel
+from train import checkpoint, distributed, sequence_parallel, tiling
 from train.coca import T_INITS, VARIANTS, check_choice
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
+from train.loss import mean_loss, shift_labels
 from train.memory import Setting, check_fits
 from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
 from train.model import DTYPES, TRAINABLE, build_model, model_config
@@ -71,6 +72,8 @@ def validate(config: FinetuneConfig) -> None:
             raise ValueError(f"trainer.{key}={getattr(t, key)} must be >= 1")
     if config.optim.warmup_steps < 1:
         raise ValueError(f"optim.warmup_steps={config.optim.warmup_steps} must be >= 1 (DeepSpeed's schedules need one)")
+    if t.tile_tokens is not None and t.tile_tokens < 1:
+        raise ValueError(f"trainer.tile_tokens={t.tile_tokens} must be >= 1, or null for the model's hidden_size")
     if t.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip={t.grad_clip} must be > 0: DeepSpeed detects non-finite gradients "
                          "through the clipping norm and skips those steps")
@@ -96,8 +99,9 @@ def _check_memory(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config
     with torch.device("meta"):
         num_params = AutoModelForCausalLM.from_config(hf_config).num_parameters()
     zero = ds_config.get("zero_optimization", {})
-    setting = Setting(config.trainer.micro_batch_size, config.model.gradient_checkpointing, zero.get("stage", 0),
-                      "offload_param" in zero)
+    t = config.trainer
+    setting = Setting(t.micro_batch_size, config.model.gradient_checkpointing, zero.get("stage", 0),
+                      "offload_param" in zero, t.tiled_mlp, t.tiled_logits, t.tile_tokens)
     # Under sequence parallelism each rank holds the activations of its slice of the sequence.
     seq_len = config.data.seq_len // config.trainer.sequence_parallel_size
     check_fits(hf_config, num_params, seq_len, setting, distributed.world_size(),
@@ -144,6 +148,9 @@ def run(config: FinetuneConfig) -> int:
     # transformers creates the model partitioned under ZeRO-3 while this object lives.
     zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
     model = build_model(config.model, hf_config)
+    tile = config.trainer.tile_tokens or hf_config.hidden_size
+    if config.trainer.tiled_mlp:
+        tiling.tile_mlps(model, tile)
     mpu = sequence_parallel.setup(model, config, ds_config) if config.trainer.sequence_parallel_size > 1 else None
     engine = build_engine(model, ds_config, mpu)
     del zero3
@@ -182,7 +189,8 @@ def run(config: FinetuneConfig) -> int:
     flops_token = flops_per_token(hf_config, num_params, config.data.seq_len)
     peak = peak_flops()
     tokens_per_step = global_batch * config.data.seq_len
-    loop = _Loop(config, engine, train_set, val_set, sampler, rank, world, mpu)
+    loop = _Loop(config, engine, train_set, val_set, sampler, rank, world, mpu,
+                 logits_tile=tile if config.trainer.tiled_logits else None)
     progress = tqdm(total=config.trainer.max_steps, initial=state["step"], disable=not distributed.is_main(),
                     desc="train", unit="step", dynamic_ncols=True)
     bad_in_row, exit_status = 0, 0
@@ -249,8 +257,10 @@ def _as_float(value) -> float | None:
 class _Loop:
     """One optimizer step over its micro-batches, and evaluation; with or without sequence parallelism."""
 
-    def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int, mpu):
+    def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int, mpu,
+                 logits_tile: int | None):
         self.config, self.engine, self.sampler, self.mpu = config, engine, sampler, mpu
+        self.logits_tile = logits_tile
         self.train_set = train_set
         self.batches = self._epoch()
         # Under sequence parallelism each micro-batch of the group is one micro-step of every rank.
@@ -274,10 +284,13 @@ class _Loop:
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, float]:
         batch = {k: v.to(self.engine.device) for k, v in batch.items()}
-        if self.mpu is not None:
-            return sequence_parallel.loss(self.engine, batch, self.mpu)
-        loss = self.engine(**batch).loss
-        return loss, loss.item()
+        if "labels" in batch:  # Ulysses' loader adapter has already shifted them
+            batch["shift_labels"] = shift_labels(batch.pop("labels"))
+        if self.mpu is None:
+            return mean_loss(self.engine, batch, self.logits_tile)
+        return mean_loss(self.engine, batch, self.logits_tile, self.mpu.get_sequence_parallel_group(),
+                         sequence_parallel.share_scale(self.engine.zero_optimization_stage(),
+                                                       self.mpu.get_sequence_parallel_world_size()))
 
     def train_step(self) -> tuple[float, bool]:
         """Mean loss over micro-batches and ranks, and whether DeepSpeed applied the update."""
