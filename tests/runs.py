@@ -33,3 +33,20 @@ def records(run_dir: Path) -> list[dict]:
 
 def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records(run_dir) if "loss" in r}
+
+
+def weights(run_dir: Path, step: int) -> dict:
+    """The model's fp32 weights in a run's step-N checkpoint, consolidated over ranks."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints"), tag=f"step-{step:08d}")
+
+
+def assert_same_weights(run_dir: Path, expected_run_dir: Path, step: int) -> None:
+    """Same weights after `step` optimizer steps: the gradients agreed in direction and scale."""
+    import torch
+
+    got, expected = weights(run_dir, step), weights(expected_run_dir, step)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from tests.runs import QUICK, REPO, finetune, records
+from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
 from train import sequence_parallel
 from train.config import FinetuneConfig
 
@@ -25,6 +25,7 @@ def test_two_ranks_on_one_sequence_match_one_rank(env, tmp_path, variant):
         assert len(expected) >= 2
         torch.testing.assert_close(torch.tensor([r[key] for r in sp if key in r]), torch.tensor(expected),
                                    rtol=1e-5, atol=1e-5, msg=key)
+    assert_same_weights(tmp_path / "sp", tmp_path / "one", step=4)
 
 
 def test_sequence_parallel_size_must_divide_the_heads(env, tmp_path):

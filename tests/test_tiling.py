@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from data.packing import IGNORE_INDEX
-from tests.runs import QUICK, REPO, finetune, records
+from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
 from train import tiling
 from train.coca import convert_to_coca
 from train.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum
@@ -97,3 +97,4 @@ def test_tiled_training_on_two_ranks_per_sequence_matches_untiled_on_one(env, tm
         assert len(want) >= 2 and all(math.isfinite(v) for v in want)
         torch.testing.assert_close(torch.tensor([r[key] for r in got if key in r]), torch.tensor(want),
                                    rtol=1e-5, atol=1e-5, msg=key)
+    assert_same_weights(tmp_path / "tiled", tmp_path / "untiled", step=4)

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from tests.runs import LONG, QUICK, REPO, finetune, losses, records
+from tests.runs import LONG, QUICK, REPO, finetune, losses, records, weights
 from train.trainer import EXIT_DIVERGED, EXIT_PREEMPTED
 
 
@@ -156,11 +156,6 @@ def test_bad_input_fails_fast_with_one_line(env, tmp_path, override, message):
 
 def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weights(env, tmp_path):
     """The paper's recipe: stage 1 trains W_t only; stage 2 starts from stage 1's weights."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    def weights(run_dir, step):
-        return get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints"), tag=f"step-{step:08d}")
-
     common = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
     frozen_lr = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
     start, stage1, stage2 = tmp_path / "start", tmp_path / "stage1", tmp_path / "stage2"
