@@ -37,14 +37,12 @@ from train.metrics import flops_per_token  # noqa: E402
 # corpus tokenized with the project's small BPE: ids fit, the head is full size). On a GPU:
 # bf16, SDPA, gradient checkpointing; the 7B shape also wants ZeRO-3 offload on one GPU.
 ARCH = "++model.arch.{}={}"
-SHAPES = {
-    "tiny": [],
-    # TinyLlama-1.1B's shape
-    "1b": [ARCH.format(k, v) for k, v in dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                                              num_attention_heads=32, num_key_value_heads=4, vocab_size=32000).items()],
-    "7b": [ARCH.format(k, v) for k, v in dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                              num_attention_heads=32, num_key_value_heads=32, vocab_size=32000).items()],
-}
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                num_key_value_heads=4, vocab_size=32000)  # TinyLlama-1.1B's shape
+LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=32, vocab_size=32000)
+SHAPES = {"tiny": [], **{name: [ARCH.format(k, v) for k, v in arch.items()]
+                         for name, arch in (("1b", LLAMA_1B), ("7b", LLAMA_7B))}}
 GPU = ["trainer.precision=bf16", "model.gradient_checkpointing=true", "trainer.micro_batch_size=1"]
 
 
@@ -136,7 +134,8 @@ def main() -> None:
             for seq_len in args.seq_len:
                 for variant in args.variants:
                     rows.append(measure(variant, seq_len, args, overrides, Path(tmp) / f"{variant}-{seq_len}", peak))
-    print(f"\n| seq_len | variant | tokens/s | step time vs {args.variants[0]} | MFU | peak GiB |\n|---|---|---|---|---|---|")
+    print(f"\n| seq_len | variant | tokens/s | step time vs {args.variants[0]} | MFU | peak GiB |\n"
+          "|---|---|---|---|---|---|")
     for row in rows:
         base = next(r for r in rows if r["seq_len"] == row["seq_len"])["tokens_per_s"]
         memory = "" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"

@@ -87,7 +87,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(args, device, dtype)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"device {name}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}; model: hidden {args.hidden}, "
+    print(f"device {name}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}; "
+          f"model: hidden {args.hidden}, "
           f"MLP {args.intermediate}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}, "
           f"{model.num_parameters() / 1e6:.1f}M parameters, {args.variant} CoCA, gradient checkpointing; tile {tile}\n")
     print("| seq_len | setting | ms per step (median) | vs untiled | peak MiB above weights+grads | vs untiled |\n"
@@ -118,8 +119,8 @@ def main() -> None:
         base_ms, base_peak = statistics.median(times["untiled"]), peaks["untiled"]
         for setting in SETTINGS:
             ms, peak = statistics.median(times[setting]), peaks[setting]
-            print(f"| {n} | {setting} | {ms:,.0f} | {ms / base_ms:.2f}x | {peak / MIB:,.0f} | {peak / base_peak:.2f}x |",
-                  flush=True)
+            print(f"| {n} | {setting} | {ms:,.0f} | {ms / base_ms:.2f}x | {peak / MIB:,.0f} "
+                  f"| {peak / base_peak:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,19 +27,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from transformers import LlamaConfig
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.throughput import LLAMA_1B, LLAMA_7B  # noqa: E402
 from train.metrics import flops_per_token  # noqa: E402
 
-SHAPES = {
-    "1b": LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                      num_key_value_heads=4, vocab_size=32000),
-    "7b": LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=32, vocab_size=32000),
-}
-PARAMS = {"1b": 1_100_048_384, "7b": 6_738_415_616}
+SHAPES = {"1b": LlamaConfig(**LLAMA_1B), "7b": LlamaConfig(**LLAMA_7B)}
+
+
+def num_params(config: LlamaConfig) -> int:
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config).num_parameters()
 
 
 def all_to_all_bytes_per_token(config: LlamaConfig, sp: int, dtype_bytes: int = 2) -> float:
@@ -62,7 +63,8 @@ def zero3_bytes_per_token(params: int, sp: int, dp: int, seq_len: int, micro_bat
 def projected_tokens_per_s(shape: str, measured: float, measured_seq_len: int, seq_len: int, sp: int, dp: int,
                            bandwidth: float, micro_batch: int = 1) -> float:
     """Tokens/s per GPU; bandwidth in bytes/s per GPU."""
-    config, params = SHAPES[shape], PARAMS[shape]
+    config = SHAPES[shape]
+    params = num_params(config)
     compute = flops_per_token(config, params, seq_len) / flops_per_token(config, params, measured_seq_len) / measured
     traffic = all_to_all_bytes_per_token(config, sp) + zero3_bytes_per_token(params, sp, dp, seq_len, micro_batch)
     return 1 / (compute + traffic / bandwidth)
@@ -97,7 +99,7 @@ def main() -> None:
         per_gpu = projected_tokens_per_s(args.shape, args.measured_tokens_per_s, args.measured_seq_len,
                                          args.seq_len, sp, dp, bandwidth * 1e9)
         a2a = all_to_all_bytes_per_token(config, sp) / 1e6
-        zero = zero3_bytes_per_token(PARAMS[args.shape], sp, dp, args.seq_len, 1) / 1e6
+        zero = zero3_bytes_per_token(num_params(config), sp, dp, args.seq_len, 1) / 1e6
         print(f"| {sp * dp} ({sp} x {dp}) | {args.seq_len} | {a2a:.2f} + {zero:.2f} | {bandwidth:g} "
               f"| {per_gpu:,.0f} | {sp * dp * per_gpu:,.0f} |")
 

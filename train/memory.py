@@ -68,7 +68,8 @@ def check_fits(model_config, num_params: int, seq_len: int, setting: Setting, wo
     if need <= MARGIN * device_bytes:
         return
     candidates = [
-        Setting(mb, True, stage, offload, setting.tiled_mlp or tiled, setting.tiled_logits or tiled, setting.tile_tokens)
+        Setting(mb, True, stage, offload, setting.tiled_mlp or tiled, setting.tiled_logits or tiled,
+                setting.tile_tokens)
         for tiled in (False, True)
         for offload, stage in ((False, setting.zero_stage), (False, 3), (True, 3))
         for mb in range(setting.micro_batch_size, 0, -1)

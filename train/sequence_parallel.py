@@ -38,7 +38,8 @@ def check(config: FinetuneConfig, model_config, world_size: int) -> None:
                         f"{', '.join(KERNELS)}")
     zero = config.deepspeed.get("zero_optimization", {})
     if zero.get("stage") == 3 and zero.get("reduce_scatter") is False:
-        problems.append("ZeRO-3 needs deepspeed.zero_optimization.reduce_scatter=true with it (see share_scale)")
+        problems.append("ZeRO-3 needs deepspeed.zero_optimization.reduce_scatter=true with it (with false, DeepSpeed "
+                        "sums some gradients over the ranks sharing a sequence and averages others)")
     if problems:
         raise ValueError(f"trainer.sequence_parallel_size={sp}: {'; '.join(problems)}")
 
@@ -73,4 +74,3 @@ def shard(loader, mpu, device):
     """The group's micro-batches, each cut along the sequence: this rank's slice of every one."""
     return UlyssesSPDataLoaderAdapter(loader, mpu.get_sequence_parallel_rank(), mpu.get_sequence_parallel_group(),
                                       mpu.get_sequence_parallel_world_size(), device)
-
