@@ -143,6 +143,7 @@ def test_non_finite_steps_stop_the_run_without_a_checkpoint(env, tmp_path):
         ("trainer.precision=fp8", "trainer.precision='fp8' is not supported; choose one of fp32, bf16, fp16"),
         ("resume=/no/such/run", "resume='/no/such/run' does not exist"),
         ("trainer.tile_tokens=0", "trainer.tile_tokens=0 must be >= 1, or null for the model's hidden_size"),
+        ("+model.arch.vocab_size=100", "model.arch.vocab_size=100 is smaller than the tokenizer's 512 tokens"),
         ("model.rope_scaling={rope_type:ntk,factor:2}",
          "model.rope_scaling.rope_type='ntk' is not supported; choose one of default, linear, dynamic, yarn"),
     ],

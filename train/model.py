@@ -52,7 +52,11 @@ def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pretra
     if cfg.name_or_path is None:
         if not cfg.arch:
             raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
-        # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000); check_tokenizer_fits checks it
+        # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000), never cut it
+        vocab_size = cfg.arch.get("vocab_size", len(tokenizer))
+        if vocab_size < len(tokenizer):
+            raise ValueError(f"model.arch.vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
+                             "tokens: leave it unset or make it at least that")
         config = LlamaConfig(
             **{"vocab_size": len(tokenizer), **cfg.arch},
             bos_token_id=tokenizer.bos_token_id,
