@@ -2,7 +2,7 @@
 # Sourced by launch/torchrun.sh, launch/multinode.sh and launch/slurm.sbatch; not run on its own.
 
 # The trainer's status once it has saved a checkpoint after SIGTERM/SIGUSR1 or its wall-time
-# budget: "run the same command again" (EXIT_PREEMPTED in train/trainer.py; a test checks they agree).
+# budget: "run the same command again" (EXIT_PREEMPTED in train/cli.py; a test checks they agree).
 EXIT_PREEMPTED=75
 
 LAUNCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

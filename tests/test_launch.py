@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.runs import REPO, losses
-from train.trainer import EXIT_PREEMPTED
+from train.cli import EXIT_PREEMPTED
 
 LAUNCH = REPO / "launch"
 SCRIPTS = [LAUNCH / "torchrun.sh", LAUNCH / "multinode.sh", LAUNCH / "slurm.sbatch", LAUNCH / "common.sh"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.runs import LONG, QUICK, REPO, finetune, losses, records, weights
-from train.trainer import EXIT_DIVERGED, EXIT_PREEMPTED
+from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
 
 
 @pytest.fixture(scope="module")

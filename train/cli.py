@@ -1,17 +1,51 @@
-"""Running a command's plain function from its Hydra entry point."""
+"""Running a command's plain function from its Hydra entry point, one job or a `-m` sweep.
+
+A sweep runs its jobs one after another in one process, so no job may end the process: each
+job's status is recorded, and the entry point exits with `exit_status()` once Hydra returns.
+"""
 import logging
 import os
 import sys
 from typing import Any, Callable
 
+# Exit statuses of every command (the README's "Running on a cluster" lists them).
+EXIT_BAD_INPUT = 2
+# max_bad_steps non-finite steps in a row stopped the run.
+EXIT_DIVERGED = 3
+# Stopped by a preemption signal or the wall-time budget, after saving: EX_TEMPFAIL, "try
+# again". Launchers requeue on it (launch/slurm.sbatch).
+EXIT_PREEMPTED = 75
 
-def run_or_exit(command: str, function: Callable[[Any], Any], config: Any) -> Any:
-    """`function(config)`'s result. Bad input (ValueError, FileNotFoundError) ends the process
-    with one line and status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
+_statuses: list[int] = []
+
+
+def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
+    """Runs `function(config)` as one job and records its status: the int it returns, else 0.
+
+    Bad input (ValueError, FileNotFoundError) is one logged line and status 2
+    (HYDRA_FULL_ERROR=1 shows the traceback instead); the next job of a sweep still runs. A stop
+    request ends the whole sweep at once: the jobs after it have not started, and the same
+    command run again resumes every job from its own run_dir.
+    """
     try:
-        return function(config)
+        result = function(config)
+        status = result if isinstance(result, int) else 0
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger(command).error("%s: %s", type(error).__name__, error)
-        sys.exit(2)
+        status = EXIT_BAD_INPUT
+    _statuses.append(status)
+    if status == EXIT_PREEMPTED:
+        sys.exit(status)
+
+
+def exit_status() -> int:
+    """The process's status: the first job's that did not succeed, else 0."""
+    return next((status for status in _statuses if status != 0), 0)
+
+
+def main_and_exit(main: Callable[[], None]) -> None:
+    """What an entry point's `if __name__ == "__main__"` runs: Hydra's main, then the status."""
+    main()
+    sys.exit(exit_status())

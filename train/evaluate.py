@@ -7,7 +7,7 @@ eval.json, eval.md and eval.png in eval.output_dir, and the checkpoint's W&B run
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from train.cli import run_or_exit
+from train.cli import main_and_exit, run_job
 from train.eval_config import EvaluateConfig  # registers the schema named in the defaults list
 from train.evaluation import evaluate
 
@@ -15,8 +15,8 @@ from train.evaluation import evaluate
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config: EvaluateConfig = OmegaConf.to_object(cfg)
-    run_or_exit("train.evaluate", evaluate, config)
+    run_job("train.evaluate", evaluate, config)
 
 
 if __name__ == "__main__":
-    main()
+    main_and_exit(main)

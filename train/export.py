@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from train.cli import run_or_exit
+from train.cli import main_and_exit, run_job
 from train.coca import CONFIG_KEY, check_choice
 from train.eval_config import ExportConfig
 from train.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
@@ -47,8 +47,8 @@ def export(config: ExportConfig) -> Path:
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_or_exit("train.export", export, OmegaConf.to_object(cfg))
+    run_job("train.export", export, OmegaConf.to_object(cfg))
 
 
 if __name__ == "__main__":
-    main()
+    main_and_exit(main)

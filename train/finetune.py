@@ -1,14 +1,18 @@
 """Fine-tune a LLaMA-family model with CoCA: `python -m train.finetune [overrides]`.
 
 Composes conf/finetune.yaml, turns it into the typed FinetuneConfig and calls `run`.
-Launch with torchrun for several processes; `deepspeed` works too.
+Launch with torchrun for several processes; `deepspeed` works too. A Hydra sweep
+(`python -m train.finetune -m model.attention=vanilla,slack,exact`) runs the jobs one after
+another, each in its own run_dir (`<hydra.sweep.dir>/<job number>-<name>`) and W&B run.
 """
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from train.cli import run_or_exit
+from train.cli import main_and_exit, run_job
 from train.config import FinetuneConfig  # registers the schema named in the defaults list
 from train.trainer import run
 
@@ -16,11 +20,15 @@ from train.trainer import run
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config: FinetuneConfig = OmegaConf.to_object(cfg)
-    sys.exit(run_or_exit("train.finetune", run, config))
+    if config.run_dir is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # Hydra's job folder: fixed by the sweep's folder and the job's place in it, so the
+        # same sweep command with the same hydra.sweep.dir resumes every job.
+        config.run_dir = HydraConfig.get().runtime.output_dir
+    run_job("train.finetune", run, config)
 
 
 if __name__ == "__main__":
     # The deepspeed launcher appends --local_rank=N, which Hydra would reject; LOCAL_RANK
     # in the environment already says the same.
     sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
-    main()
+    main_and_exit(main)

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from train.cli import run_or_exit
+from train.cli import main_and_exit, run_job
 from train.coca import check_choice
 from train.eval_config import GenerateConfig
 from train.load import device, checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
@@ -41,8 +41,8 @@ def generate(config: GenerateConfig) -> str:
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_or_exit("train.generate", generate, OmegaConf.to_object(cfg))
+    run_job("train.generate", generate, OmegaConf.to_object(cfg))
 
 
 if __name__ == "__main__":
-    main()
+    main_and_exit(main)

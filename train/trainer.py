@@ -20,6 +20,7 @@ from transformers.integrations import HfDeepSpeedConfig
 
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from train import checkpoint, distributed, sequence_parallel, tiling
+from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
 from train.coca import T_INITS, VARIANTS, check_choice
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
@@ -30,11 +31,6 @@ from train.model import DTYPES, TRAINABLE, build_model, model_config
 
 log = logging.getLogger(__name__)
 
-# Exit status after a preemption signal or the wall-time budget, once the checkpoint is
-# saved: EX_TEMPFAIL, "try again". Launchers requeue on it (launch/slurm.sbatch).
-EXIT_PREEMPTED = 75
-# Exit status when max_bad_steps non-finite steps in a row stop the run.
-EXIT_DIVERGED = 3
 # Architecture fields that must match for a checkpoint to belong to this model.
 _IDENTITY = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
              "intermediate_size", "vocab_size")
