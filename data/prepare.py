@@ -7,14 +7,18 @@ trainer opens. Examples:
         model.tokenizer=../shared/data/llama2-tokenizer
 """
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-import train.config  # noqa: F401  (registers finetune_schema for the defaults list)
+from config import FinetuneConfig
 from data.pipeline import build_splits
 from data.tokenizer import load_tokenizer
 
+# The schema conf/finetune.yaml names first in its defaults.
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
-def prepare(cfg: "train.config.FinetuneConfig") -> dict[str, dict[str, int]]:
+
+def prepare(cfg: FinetuneConfig) -> dict[str, dict[str, int]]:
     """Prints and returns documents, tokens and blocks per split."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, cfg.model.name_or_path, cfg.data.cache_dir)
     splits = build_splits(cfg.data, tokenizer)

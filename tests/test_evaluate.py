@@ -9,11 +9,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-from data.config import DataConfig
+from config.data import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
 from train.coca import convert_to_coca
-from train.eval_config import EvaluateConfig, ExportConfig, GenerateConfig
+from train.eval_config import ExportConfig, GenerateConfig
+from train.evaluate import EvaluateConfig
 from train.eval_data import documents
 from train.eval_report import write_results
 from train.evaluation import evaluate, validate

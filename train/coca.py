@@ -27,17 +27,13 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-VARIANTS = ("vanilla", "slack", "exact")
-T_INITS = ("k_proj", "random")
+from config.checks import check_choice
+from config.finetune import T_INITS, VARIANTS
+
 # Models whose attention is LLaMA's: separate q/k/v/o projections, RoPE on the half-split
 # layout, no norms on q or k. Qwen3/Gemma (q_norm, k_norm) and Phi-3 (fused qkv) are not.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 CONFIG_KEY = "coca_variant"
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,7 @@ import copy
 import deepspeed
 from torch import nn
 
-from train.config import FinetuneConfig
-
-SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
+from config import FinetuneConfig
 
 
 def deepspeed_config(config: FinetuneConfig) -> dict:

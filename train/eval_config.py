@@ -1,4 +1,4 @@
-"""Typed schemas of the evaluate, export and generate commands, registered in Hydra's ConfigStore.
+"""Typed schemas of the evaluate, export and generate commands (their entry points register them).
 
 `conf/evaluate.yaml` and `conf/generate.yaml` reuse the trainer's `model`, `data` and
 `logger` groups. Of the model group only `dtype` and `attn_implementation` apply: everything
@@ -7,11 +7,7 @@ else about the model (architecture, CoCA variant, trained RoPE) comes from the c
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
-
-from data.config import DataConfig
-from train.config import LoggerConfig, ModelConfig
+from config import MISSING, DataConfig, LoggerConfig, ModelConfig
 
 # The paper's windows: 512 to 32K tokens.
 PAPER_LENGTHS = [512 * 2**i for i in range(7)]
@@ -77,7 +73,3 @@ class GenerateConfig:
     rope_scaling: Any = None  # as eval.rope_scaling
     model: ModelConfig = field(default_factory=ModelConfig)
 
-
-ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-ConfigStore.instance().store(name="export_schema", node=ExportConfig)
-ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from train.config import LoggerConfig
+from config import LoggerConfig
 from train.load import Checkpoint
 
 log = logging.getLogger(__name__)

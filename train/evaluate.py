@@ -5,11 +5,15 @@ sliding-window perplexity by length on the data group's test split, passkey retr
 eval.json, eval.md and eval.png in eval.output_dir, and the checkpoint's W&B run if any.
 """
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from train.cli import main_and_exit, run_job
-from train.eval_config import EvaluateConfig  # registers the schema named in the defaults list
+from train.eval_config import EvaluateConfig
 from train.evaluation import evaluate
+
+# The schema conf/evaluate.yaml names first in its defaults.
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from train.coca import CONFIG_KEY, check_choice
+from config import check_choice
+from config.finetune import DTYPE_NAMES, LOGGER_MODES
+from train.coca import CONFIG_KEY
 from train.eval_config import EvalConfig, EvaluateConfig
 from train.eval_data import documents
 from train.eval_report import write_results
 from train.eval_wandb import log_results
 from train.load import DEEPSPEED, Checkpoint, device, checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
-from train.model import DTYPES
 from train.passkey import make_prompts, passkey_accuracy
 from train.perplexity import sliding_window_perplexity
 from train.plot import plot_runs
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 def validate(config: EvaluateConfig) -> None:
     """Checks the schema cannot express, before anything loads."""
     e, p = config.eval, config.eval.passkey
-    check_choice("model.dtype", config.model.dtype, tuple(DTYPES))
-    check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
+    check_choice("model.dtype", config.model.dtype, DTYPE_NAMES)
+    check_choice("logger.mode", config.logger.mode, LOGGER_MODES)
     if not e.lengths and not p.lengths:
         raise ValueError("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
     for key, value in (("eval.stride", e.stride), ("eval.num_docs", e.num_docs), ("eval.batch_size", e.batch_size),

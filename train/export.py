@@ -11,19 +11,22 @@ import shutil
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from config import check_choice
+from config.finetune import DTYPE_NAMES
 from train.cli import main_and_exit, run_job
-from train.coca import CONFIG_KEY, check_choice
+from train.coca import CONFIG_KEY
 from train.eval_config import ExportConfig
 from train.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
-from train.model import DTYPES
 
 log = logging.getLogger(__name__)
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 
 
 def export(config: ExportConfig) -> Path:
-    check_choice("dtype", config.dtype, tuple(DTYPES))
+    check_choice("dtype", config.dtype, DTYPE_NAMES)
     output = Path(config.output).expanduser().absolute()
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
         raise ValueError(f"output={config.output!r} exists and is not an empty folder: give a new folder")

@@ -8,13 +8,17 @@ another, each in its own run_dir (`<hydra.sweep.dir>/<job number>-<name>`) and W
 import sys
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from config import FinetuneConfig
 from train.cli import main_and_exit, run_job
-from train.config import FinetuneConfig  # registers the schema named in the defaults list
 from train.trainer import run
+
+# The schema conf/finetune.yaml names first in its defaults.
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")

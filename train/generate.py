@@ -5,19 +5,21 @@ prompt and its continuation.
 """
 import hydra
 import torch
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
+from config import check_choice
+from config.finetune import DTYPE_NAMES
 from train.cli import main_and_exit, run_job
-from train.coca import check_choice
 from train.eval_config import GenerateConfig
 from train.load import device, checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
-from train.model import DTYPES
 
+ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
 
 def generate(config: GenerateConfig) -> str:
     """The continuation of config.prompt, also printed after it."""
-    check_choice("model.dtype", config.model.dtype, tuple(DTYPES))
+    check_choice("model.dtype", config.model.dtype, DTYPE_NAMES)
     if config.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={config.max_new_tokens} must be >= 1")
     if config.do_sample and (config.temperature <= 0 or not 0 < config.top_p <= 1):

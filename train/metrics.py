@@ -15,7 +15,7 @@ from typing import Any
 import deepspeed
 import torch
 
-from train.config import LoggerConfig
+from config import LoggerConfig
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"

@@ -18,9 +18,10 @@ from transformers import (
 )
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from config.checks import check_choice
+from config.finetune import DTYPE_NAMES, ModelConfig
 from data.tokenizer import looks_like_path
-from train.coca import CONFIG_KEY, check_choice, convert_to_coca
-from train.config import ModelConfig
+from train.coca import CONFIG_KEY, convert_to_coca
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,7 @@ def load_pretrained(name_or_path: str | os.PathLike, **from_pretrained_kwargs) -
     return loaded
 
 
-TRAINABLE = ("all", "t_only", "qkv")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 # Parameter-name suffixes that train in each stage of the paper's recipe (W_t is `k_proj`).
 _STAGE_PARAMS = {"t_only": ("self_attn.k_proj.weight", "self_attn.k_proj.bias"),
                  "qkv": tuple(f"self_attn.{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias"))}

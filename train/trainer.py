@@ -18,16 +18,16 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PretrainedConfig, set_seed
 from transformers.integrations import HfDeepSpeedConfig
 
+from config import FinetuneConfig
+from config.finetune import validate
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from train import checkpoint, distributed, sequence_parallel, tiling
 from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
-from train.coca import T_INITS, VARIANTS, check_choice
-from train.config import FinetuneConfig
-from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
+from train.engine import build_engine, deepspeed_config
 from train.loss import mean_loss, shift_labels
 from train.memory import Setting, check_fits
 from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
-from train.model import DTYPES, TRAINABLE, build_model, model_config
+from train.model import build_model, model_config
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +50,6 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         self.signal = signum
-
-
-def validate(config: FinetuneConfig) -> None:
-    """Checks the schema cannot express, before any expensive work."""
-    t, m = config.trainer, config.model
-    check_choice("model.attention", m.attention, VARIANTS)
-    check_choice("model.t_init", m.t_init, T_INITS)
-    check_choice("model.trainable", m.trainable, TRAINABLE)
-    check_choice("model.dtype", m.dtype, tuple(DTYPES))
-    check_choice("trainer.precision", t.precision, PRECISIONS)
-    check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
-    check_choice("logger.mode", config.logger.mode, ("online", "offline", "disabled"))
-    for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
-                "max_bad_steps", "sequence_parallel_size"):
-        if getattr(t, key) < 1:
-            raise ValueError(f"trainer.{key}={getattr(t, key)} must be >= 1")
-    if config.optim.warmup_steps < 1:
-        raise ValueError(f"optim.warmup_steps={config.optim.warmup_steps} must be >= 1 (DeepSpeed's schedules need one)")
-    if t.tile_tokens is not None and t.tile_tokens < 1:
-        raise ValueError(f"trainer.tile_tokens={t.tile_tokens} must be >= 1, or null for the model's hidden_size")
-    if t.grad_clip <= 0:
-        raise ValueError(f"trainer.grad_clip={t.grad_clip} must be > 0: DeepSpeed detects non-finite gradients "
-                         "through the clipping norm and skips those steps")
-    if config.resume not in ("auto", "none") and not Path(config.resume).exists():
-        raise FileNotFoundError(f"resume={config.resume!r} does not exist; use auto, none or a checkpoint path")
-    if config.model.init_from is not None and not Path(config.model.init_from).exists():
-        raise FileNotFoundError(f"model.init_from={config.model.init_from!r} does not exist")
 
 
 def check_same_model(folder: Path, config: PretrainedConfig) -> None:

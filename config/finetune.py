@@ -1,15 +1,24 @@
-"""Typed schema of the whole run configuration, registered in Hydra's ConfigStore.
+"""Typed schema of the fine-tuning run's configuration, and the checks it cannot express.
 
-`conf/finetune.yaml` lists `finetune_schema` first in its defaults, so every group file
-is merged into these dataclasses: an unknown key or a wrong type fails at compose time.
-Nothing outside the entry points touches DictConfig; code below them takes these types.
+`conf/finetune.yaml` lists `finetune_schema` first in its defaults (train.finetune and
+data.prepare register it), so every group file is merged into these dataclasses: an unknown
+key or a wrong type fails at compose time. `validate` checks values before any expensive work.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
+from config.checks import Problems
+from config.data import DataConfig
 
-from data.config import DataConfig
+# The values some keys allow.
+VARIANTS = ("vanilla", "slack", "exact")  # model.attention: CoCA's variants (train.coca)
+T_INITS = ("k_proj", "random")  # model.t_init
+TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)
+PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision
+SCHEDULES = ("cosine", "linear", "constant")  # optim.schedule
+LOGGER_MODES = ("online", "offline", "disabled")  # logger.mode
 
 
 @dataclass
@@ -96,4 +105,32 @@ class FinetuneConfig:
     deepspeed: Dict[str, Any] = field(default_factory=dict)
 
 
-ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+
+def validate(config: FinetuneConfig) -> None:
+    """Checks the schema cannot express, before any expensive work; reports every problem found."""
+    t, m = config.trainer, config.model
+    problems = Problems()
+    problems.choice("model.attention", m.attention, VARIANTS)
+    problems.choice("model.t_init", m.t_init, T_INITS)
+    problems.choice("model.trainable", m.trainable, TRAINABLE)
+    problems.choice("model.dtype", m.dtype, DTYPE_NAMES)
+    problems.choice("trainer.precision", t.precision, PRECISIONS)
+    problems.choice("optim.schedule", config.optim.schedule, SCHEDULES)
+    problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
+    for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
+                "max_bad_steps", "sequence_parallel_size"):
+        if getattr(t, key) < 1:
+            problems.add(f"trainer.{key}={getattr(t, key)} must be >= 1")
+    if config.optim.warmup_steps < 1:
+        problems.add(f"optim.warmup_steps={config.optim.warmup_steps} must be >= 1 (DeepSpeed's schedules need one)")
+    if t.tile_tokens is not None and t.tile_tokens < 1:
+        problems.add(f"trainer.tile_tokens={t.tile_tokens} must be >= 1, or null for the model's hidden_size")
+    if t.grad_clip <= 0:
+        problems.add(f"trainer.grad_clip={t.grad_clip} must be > 0: DeepSpeed detects non-finite gradients "
+                     "through the clipping norm and skips those steps")
+    if config.resume not in ("auto", "none") and not Path(config.resume).exists():
+        problems.add(f"resume={config.resume!r} does not exist; use auto, none or a checkpoint path",
+                     FileNotFoundError)
+    if m.init_from is not None and not Path(m.init_from).exists():
+        problems.add(f"model.init_from={m.init_from!r} does not exist", FileNotFoundError)
+    problems.raise_if_any()
