@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.attention import CudaPeak, cpu_step_memory  # noqa: E402
-from train import tiling  # noqa: E402
+from train.parallel import tiling  # noqa: E402
 from train.coca import convert_to_coca  # noqa: E402
 from train.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum  # noqa: E402
 

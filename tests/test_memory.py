@@ -2,7 +2,7 @@
 import pytest
 from transformers import LlamaConfig
 
-from train.memory import GIB, Setting, check_fits, estimate_bytes
+from train.parallel.memory import GIB, Setting, check_fits, estimate_bytes
 
 LLAMA_7B = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                        vocab_size=32000)

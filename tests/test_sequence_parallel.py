@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaConfig
 
 from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
-from train import sequence_parallel
+from train.parallel import sequence_parallel
 from config import FinetuneConfig
 
 COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",

@@ -7,7 +7,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from data.packing import IGNORE_INDEX
 from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
-from train import tiling
+from train.parallel import tiling
 from train.coca import convert_to_coca
 from train.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum
 

@@ -55,7 +55,7 @@ def _scheduler(config: FinetuneConfig) -> dict:
 def build_engine(model: nn.Module, ds_config: dict, mpu=None):
     """A DeepSpeed engine over the parameters that train (frozen ones stay out of the optimizer).
 
-    `mpu` holds the sequence-parallel groups when there are some (train/sequence_parallel.py).
+    `mpu` holds the sequence-parallel groups when there are some (train/parallel/sequence_parallel.py).
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config, mpu=mpu)

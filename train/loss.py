@@ -1,7 +1,7 @@
 """The training loss: next-token cross-entropy, averaged over a micro-batch's labelled tokens.
 
 Computed as a sum and a count, so that the pieces of one micro-batch add up exactly: the tiles
-of the logits (train.tiling) and the slices held by the ranks of a sequence-parallel group.
+of the logits (train.parallel.tiling) and the slices held by the ranks of a sequence-parallel group.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from deepspeed.runtime.sequence_parallel.ulysses_sp import sequence_tiled_compute
 
 from data.packing import IGNORE_INDEX
-from train import tiling
+from train.parallel import tiling
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def mean_loss(engine, batch: dict, logits_tile: int | None, group=None, share_sc
     `batch` holds input_ids, position_ids and shift_labels. `logits_tile`: tokens per tile of
     the logits (None: untiled). `group`: the sequence-parallel group whose ranks each hold a
     slice of the micro-batch. The mean over the group's tokens is sum_r S_r / N, and each rank
-    backpropagates its share S_r / N times `share_scale` (train.sequence_parallel.share_scale),
+    backpropagates its share S_r / N times `share_scale` (train.parallel.sequence_parallel.share_scale),
     so that after DeepSpeed's reduction the shares add up to the gradient of the mean.
     """
     labels = batch["shift_labels"]

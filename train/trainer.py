@@ -21,11 +21,12 @@ from transformers.integrations import HfDeepSpeedConfig
 from config import FinetuneConfig
 from config.finetune import validate
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
-from train import checkpoint, distributed, sequence_parallel, tiling
+from train import checkpoint, distributed
+from train.parallel import sequence_parallel, tiling
 from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
 from train.engine import build_engine, deepspeed_config
 from train.loss import mean_loss, shift_labels
-from train.memory import Setting, check_fits
+from train.parallel.memory import Setting, check_fits
 from train.metrics import MetricsLogger, flops_per_token, memory_metrics, peak_flops
 from train.model import build_model, model_config
 

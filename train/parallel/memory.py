@@ -6,7 +6,7 @@ Model states follow the ZeRO paper (per parameter: 2 or 4 bytes of weights and o
 offload moves them to the host). Activations assume an O(N) attention kernel (no N x N
 scores): per token and layer about 10 hidden-size and 4 MLP-size tensors are kept, or
 only the layer input under gradient checkpointing (plus one layer recomputed). The logits
-and their fp32 loss copies add 3 x vocab floats per token. Tiling (train.tiling) keeps the MLP
+and their fp32 loss copies add 3 x vocab floats per token. Tiling (train.parallel.tiling) keeps the MLP
 intermediates and the logits of one tile only (hidden_size tokens unless set).
 """
 from __future__ import annotations
