@@ -13,17 +13,18 @@ from config.data import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
 from train.coca import convert_to_coca
-from train.eval_config import ExportConfig, GenerateConfig
 from train.evaluate import EvaluateConfig
-from train.eval_data import documents
-from train.eval_report import write_results
-from train.evaluation import evaluate, validate
+from train.evaluation.config import validate
+from train.evaluation.documents import documents
+from train.evaluation.passkey import FILLER, QUESTION, build_prompt, is_correct, key_line, make_prompts
+from train.evaluation.perplexity import plan_windows, sliding_window_perplexity
+from train.evaluation.report import write_results
+from train.evaluation.run import evaluate
 from train.export import export
 from train.generate import generate
-from train.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
+from train.inference.config import ExportConfig, GenerateConfig
+from train.inference.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
 from train.model import load_pretrained
-from train.passkey import FILLER, QUESTION, build_prompt, is_correct, key_line, make_prompts
-from train.perplexity import plan_windows, sliding_window_perplexity
 from train.plot import main as plot_main
 
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -14,7 +14,7 @@ interface selects (eager, sdpa, flash, flex), in O(N) memory, with K' in the KV 
 W_t keeps the checkpoint name `k_proj`: a vanilla checkpoint and a CoCA checkpoint have the
 same keys, so both load through `from_pretrained` (sharded, ZeRO-3 partitioned) with no
 missing or unexpected keys. What tells them apart is `config.coca_variant`, which
-`train.model.load_model` reads to convert the model it loads.
+`train.model.load_pretrained` and `train.inference.load.load_model` read to convert the model they load.
 """
 from __future__ import annotations
 

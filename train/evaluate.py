@@ -1,6 +1,6 @@
 """Evaluate a checkpoint as the paper does: `python -m train.evaluate checkpoint=PATH [overrides]`.
 
-Composes conf/evaluate.yaml into the typed EvaluateConfig and calls train.evaluation.evaluate:
+Composes conf/evaluate.yaml into the typed EvaluateConfig and calls train.evaluation.run.evaluate:
 sliding-window perplexity by length on the data group's test split, passkey retrieval, then
 eval.json, eval.md and eval.png in eval.output_dir, and the checkpoint's W&B run if any.
 """
@@ -9,8 +9,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from train.cli import main_and_exit, run_job
-from train.eval_config import EvaluateConfig
-from train.evaluation import evaluate
+from train.evaluation.config import EvaluateConfig
+from train.evaluation.run import evaluate
 
 # The schema conf/evaluate.yaml names first in its defaults.
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)

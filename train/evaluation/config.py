@@ -1,13 +1,14 @@
-"""Typed schemas of the evaluate, export and generate commands (their entry points register them).
+"""Typed schema of the evaluate command (train.evaluate registers it), and its checks.
 
-`conf/evaluate.yaml` and `conf/generate.yaml` reuse the trainer's `model`, `data` and
-`logger` groups. Of the model group only `dtype` and `attn_implementation` apply: everything
-else about the model (architecture, CoCA variant, trained RoPE) comes from the checkpoint.
+`conf/evaluate.yaml` reuses the trainer's `model`, `data` and `logger` groups. Of the model
+group only `dtype` and `attn_implementation` apply: everything else about the model
+(architecture, CoCA variant, trained RoPE) comes from the checkpoint.
 """
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from config import MISSING, DataConfig, LoggerConfig, ModelConfig
+from config import MISSING, DataConfig, LoggerConfig, ModelConfig, Problems
+from config.finetune import DTYPE_NAMES, LOGGER_MODES
 
 # The paper's windows: 512 to 32K tokens.
 PAPER_LENGTHS = [512 * 2**i for i in range(7)]
@@ -54,22 +55,27 @@ class EvaluateConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-@dataclass
-class ExportConfig:
-    checkpoint: str = MISSING  # a run_dir or a step-N folder (any ZeRO stage, any number of ranks)
-    output: str = MISSING  # a new folder
-    dtype: str = "float32"  # float32 (ZeRO's fp32 master weights, lossless) | bfloat16 | float16
-
-
-@dataclass
-class GenerateConfig:
-    checkpoint: str = MISSING
-    prompt: str = MISSING
-    max_new_tokens: int = 64
-    do_sample: bool = False  # false: greedy
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    rope_scaling: Any = None  # as eval.rope_scaling
-    model: ModelConfig = field(default_factory=ModelConfig)
-
+def validate(config: EvaluateConfig) -> None:
+    """Checks the schema cannot express, before anything loads; reports every problem found."""
+    e, p = config.eval, config.eval.passkey
+    problems = Problems()
+    problems.choice("model.dtype", config.model.dtype, DTYPE_NAMES)
+    problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
+    if not e.lengths and not p.lengths:
+        problems.add("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
+    for key, value in (("eval.stride", e.stride), ("eval.num_docs", e.num_docs), ("eval.batch_size", e.batch_size),
+                       ("eval.passkey.cases", p.cases), ("eval.passkey.max_new_tokens", p.max_new_tokens)):
+        if value < 1:
+            problems.add(f"{key}={value} must be >= 1")
+    if e.max_batch_tokens is not None and e.max_batch_tokens < 1:
+        problems.add(f"eval.max_batch_tokens={e.max_batch_tokens} must be >= 1 or null")
+    # A stride below 1 is reported above; the lengths are measured against a valid one only.
+    for length in e.lengths if e.stride >= 1 else ():
+        if length < 1 or length % e.stride:
+            problems.add(f"eval.lengths has {length}: every length must be a positive multiple of "
+                         f"eval.stride={e.stride}, so that each document's windows end at its end")
+    if any(length < 1 for length in p.lengths):
+        problems.add(f"eval.passkey.lengths={list(p.lengths)}: lengths must be >= 1")
+    if not p.depths or any(not 0 <= d <= 1 for d in p.depths):
+        problems.add(f"eval.passkey.depths={list(p.depths)}: give one or more depths in [0, 1]")
+    problems.raise_if_any()

@@ -10,42 +10,18 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from config import check_choice
-from config.finetune import DTYPE_NAMES, LOGGER_MODES
 from train.coca import CONFIG_KEY
-from train.eval_config import EvalConfig, EvaluateConfig
-from train.eval_data import documents
-from train.eval_report import write_results
-from train.eval_wandb import log_results
-from train.load import DEEPSPEED, Checkpoint, device, checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
-from train.passkey import make_prompts, passkey_accuracy
-from train.perplexity import sliding_window_perplexity
-from train.plot import plot_runs
+from train.evaluation.config import EvalConfig, EvaluateConfig, validate
+from train.evaluation.documents import documents
+from train.evaluation.passkey import make_prompts, passkey_accuracy
+from train.evaluation.perplexity import sliding_window_perplexity
+from train.evaluation.plot import plot_runs
+from train.evaluation.report import write_results
+from train.evaluation.wandb_log import log_results
+from train.inference.load import (DEEPSPEED, Checkpoint, checkpoint_config, device, load_checkpoint_tokenizer,
+                                  load_model, resolve)
 
 log = logging.getLogger(__name__)
-
-
-def validate(config: EvaluateConfig) -> None:
-    """Checks the schema cannot express, before anything loads."""
-    e, p = config.eval, config.eval.passkey
-    check_choice("model.dtype", config.model.dtype, DTYPE_NAMES)
-    check_choice("logger.mode", config.logger.mode, LOGGER_MODES)
-    if not e.lengths and not p.lengths:
-        raise ValueError("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
-    for key, value in (("eval.stride", e.stride), ("eval.num_docs", e.num_docs), ("eval.batch_size", e.batch_size),
-                       ("eval.passkey.cases", p.cases), ("eval.passkey.max_new_tokens", p.max_new_tokens)):
-        if value < 1:
-            raise ValueError(f"{key}={value} must be >= 1")
-    if e.max_batch_tokens is not None and e.max_batch_tokens < 1:
-        raise ValueError(f"eval.max_batch_tokens={e.max_batch_tokens} must be >= 1 or null")
-    for length in e.lengths:
-        if length < 1 or length % e.stride:
-            raise ValueError(f"eval.lengths has {length}: every length must be a positive multiple of "
-                             f"eval.stride={e.stride}, so that each document's windows end at its end")
-    if any(length < 1 for length in p.lengths):
-        raise ValueError(f"eval.passkey.lengths={list(p.lengths)}: lengths must be >= 1")
-    if not p.depths or any(not 0 <= d <= 1 for d in p.depths):
-        raise ValueError(f"eval.passkey.depths={list(p.depths)}: give one or more depths in [0, 1]")
 
 
 def rope_tag(rope_scaling: Mapping[str, Any] | None) -> str | None:

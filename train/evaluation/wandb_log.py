@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from config import LoggerConfig
-from train.load import Checkpoint
+from train.inference.load import Checkpoint
 
 log = logging.getLogger(__name__)
 
