@@ -2,7 +2,7 @@
 
 Each variant trains for --steps steps in a subprocess (the real trainer, DeepSpeed included);
 tokens/s is the median of the logged steps after --warmup. MFU divides the model FLOPs
-(train.metrics.flops_per_token: 6N plus attention at seq_len) by the dense matmul rate
+(train.trainer.metrics.flops_per_token: 6N plus attention at seq_len) by the dense matmul rate
 measured on the same device in the same run, so it needs no table of peak numbers.
 
     python bench/throughput.py                                  # the tiny default on this machine
@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from train.metrics import flops_per_token  # noqa: E402
+from train.trainer.metrics import flops_per_token  # noqa: E402
 
 # LLaMA-architecture shapes with LLaMA's 32000-token vocabulary (random weights, the sample
 # corpus tokenized with the project's small BPE: ids fit, the head is full size). On a GPU:

@@ -1,8 +1,8 @@
 """Peak memory and step time of one training step with and without tiled MLP and tiled logits+loss.
 
 A LLaMA-shaped CoCA model (random weights, gradient checkpointing on, as at long seq_len) takes
-forward+backward steps on one sequence, through the trainer's own functions: train.tiling's
-tiled MLP, train.loss's tiled cross-entropy. Per length, the four settings run in interleaved
+forward+backward steps on one sequence, through the trainer's own functions: train.parallel.tiling's
+tiled MLP, train.trainer.loss's tiled cross-entropy. Per length, the four settings run in interleaved
 rounds after one warm-up step each (the warm-up also allocates the .grad buffers, so they are
 part of the baseline). Peak is what a step adds above the weights and their gradients: CUDA's
 max_memory_allocated, or on CPU the tensor allocations torch's profiler records (bench/attention.py).
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from bench.attention import CudaPeak, cpu_step_memory  # noqa: E402
 from train.parallel import tiling  # noqa: E402
 from train.coca import convert_to_coca  # noqa: E402
-from train.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum  # noqa: E402
+from train.trainer.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum  # noqa: E402
 
 SETTINGS = {"untiled": (False, False), "mlp": (True, False), "logits": (False, True), "both": (True, True)}
 MIB = 2**20

@@ -8,7 +8,7 @@ the volume does not grow with sp. ZeRO-3 adds, per step and GPU, the parameters 
 times (forward, recomputation, backward) and the gradients reduce-scattered once, spread over
 the step's tokens on that GPU (micro_batch x seq_len / sp).
 
-Compute per token grows with seq_len through attention only (train.metrics.flops_per_token), so
+Compute per token grows with seq_len through attention only (train.trainer.metrics.flops_per_token), so
 the measured time per token at one length scales to another by the FLOP ratio. Communication is
 counted as not overlapped with compute (DeepSpeed's Ulysses runs its all-to-alls in sequence):
 
@@ -33,7 +33,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throughput import LLAMA_1B, LLAMA_7B  # noqa: E402
-from train.metrics import flops_per_token  # noqa: E402
+from train.trainer.metrics import flops_per_token  # noqa: E402
 
 SHAPES = {"1b": LlamaConfig(**LLAMA_1B), "7b": LlamaConfig(**LLAMA_7B)}
 

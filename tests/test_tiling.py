@@ -9,7 +9,7 @@ from data.packing import IGNORE_INDEX
 from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
 from train.parallel import tiling
 from train.coca import convert_to_coca
-from train.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum
+from train.trainer.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum
 
 
 @pytest.mark.parametrize("count,sizes", [(4, (6,)), (3, (64, 128)), (7, (23, 23)), (2, (4099, 8198)), (5, (1,))])

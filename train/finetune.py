@@ -1,6 +1,6 @@
 """Fine-tune a LLaMA-family model with CoCA: `python -m train.finetune [overrides]`.
 
-Composes conf/finetune.yaml, turns it into the typed FinetuneConfig and calls `run`.
+Composes conf/finetune.yaml, turns it into the typed FinetuneConfig and calls train.trainer.loop.run.
 Launch with torchrun for several processes; `deepspeed` works too. A Hydra sweep
 (`python -m train.finetune -m model.attention=vanilla,slack,exact`) runs the jobs one after
 another, each in its own run_dir (`<hydra.sweep.dir>/<job number>-<name>`) and W&B run.
@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from config import FinetuneConfig
 from train.cli import main_and_exit, run_job
-from train.trainer import run
+from train.trainer.loop import run
 
 # The schema conf/finetune.yaml names first in its defaults.
 ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)

@@ -7,7 +7,6 @@ DeepSpeed's own zero_to_fp32, with no process group, into ZeRO's fp32 master wei
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrain
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from data.tokenizer import load_tokenizer
-from train import checkpoint as checkpoints
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_pretrained
+from train.trainer import checkpoint as checkpoints
+from train.trainer.state import STATE_FILE, read_state
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def resolve(path: str, key: str = "checkpoint") -> Checkpoint:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{key}={path!r} is not a checkpoint: give a run_dir, its checkpoints/ folder, a complete step-N "
-            f"folder (with {checkpoints.STATE_FILE}) or a transformers folder (config.json and weights)"
+            f"folder (with {STATE_FILE}) or a transformers folder (config.json and weights)"
         ) from None
-    state = json.loads((step / checkpoints.STATE_FILE).read_text())
+    state = read_state(step)
     return Checkpoint(step, DEEPSPEED, step.parent.parent, state["step"], state.get("wandb_run_id"))
 
 
@@ -107,4 +107,5 @@ def load_checkpoint_tokenizer(ckpt: Checkpoint) -> PreTrainedTokenizerBase:
 
 
 def device() -> torch.device:
+    """Where evaluation and generation run a loaded model: the GPU if there is one."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

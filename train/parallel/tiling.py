@@ -1,4 +1,4 @@
-"""DeepSpeed's tiled compute (Arctic Long Sequence Training) for the MLP; train.loss tiles the logits.
+"""DeepSpeed's tiled compute (Arctic Long Sequence Training) for the MLP; train.trainer.loss tiles the logits.
 
 At long seq_len the largest activations are no longer attention's (CoCA runs on O(N) kernels)
 but the MLP's intermediates (3 x intermediate_size per token, 33K values for LLaMA-7B) and the

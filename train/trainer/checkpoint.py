@@ -7,7 +7,6 @@ on the previous complete checkpoint; resume skips folders without the mark.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -15,28 +14,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
 import deepspeed
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from train import distributed
+from train.trainer import distributed
+from train.trainer.state import STATE_FILE, TrainerState, saved_world_size, write_atomically
 
-STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"  # DeepSpeed's name: `engine.load_checkpoint(dir)` follows it too
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def step_tag(step: int) -> str:
     return f"step-{step:08d}"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _rng_file(folder: Path, rank: int) -> Path:
@@ -102,9 +93,9 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
     )
 
 
-def save(engine, root: Path, step: int, state: dict[str, Any], keep_last: int, extras) -> Path:
-    """Save on every rank. `extras(folder)` writes rank 0's descriptive files (config, tokenizer)."""
-    tag = step_tag(step)
+def save(engine, root: Path, state: TrainerState, keep_last: int, extras) -> Path:
+    """Save state.step on every rank. `extras(folder)` writes rank 0's descriptive files (config, tokenizer)."""
+    tag = step_tag(state.step)
     folder = root / tag
     engine.save_checkpoint(str(root), tag=tag, save_latest=False)
     rank = distributed.rank()
@@ -115,8 +106,8 @@ def save(engine, root: Path, step: int, state: dict[str, Any], keep_last: int, e
         extras(folder)
     dist.barrier()
     if distributed.is_main():
-        _atomic_write_text(folder / STATE_FILE, json.dumps({**state, "world_size": distributed.world_size()}, indent=1))
-        _atomic_write_text(root / LATEST_FILE, tag)
+        state.save(folder, distributed.world_size())
+        write_atomically(root / LATEST_FILE, tag)
         _prune(root, keep_last, keep=folder)
     dist.barrier()
     return folder
@@ -133,10 +124,6 @@ def _prune(root: Path, keep_last: int, keep: Path) -> None:
         m = _STEP_DIR.match(p.name)
         if m and int(m.group(1)) < newest and not is_complete(p):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def saved_world_size(folder: Path) -> int:
-    return json.loads((folder / STATE_FILE).read_text())["world_size"]
 
 
 def to_universal(folder: Path) -> Path:
@@ -156,7 +143,7 @@ def to_universal(folder: Path) -> Path:
     return universal
 
 
-def load(engine, folder: Path, weights_only: bool = False) -> dict[str, Any]:
+def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
     """Restore the engine and RNG and return the trainer state; or, with weights_only (a new
     stage starting from an old one), the weights alone: fresh optimizer moments and schedule."""
     source = to_universal(folder) if engine.load_universal_checkpoint() else folder
@@ -168,9 +155,8 @@ def load(engine, folder: Path, weights_only: bool = False) -> dict[str, Any]:
     )
     if load_path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder}")
-    state = json.loads((folder / STATE_FILE).read_text())
     if not weights_only:
         rng = _rng_file(folder, distributed.rank())
-        if state["world_size"] == distributed.world_size() and rng.is_file():
+        if saved_world_size(folder) == distributed.world_size() and rng.is_file():
             _set_rng_state(torch.load(rng, weights_only=False))
-    return state
+    return TrainerState.load(folder)

@@ -44,7 +44,8 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def device() -> torch.device:
+def local_device() -> torch.device:
+    """This rank's accelerator (the CPU under DS_ACCELERATOR=cpu)."""
     return torch.device(deepspeed.get_accelerator().current_device_name())
 
 
@@ -57,13 +58,13 @@ def broadcast_from_main(value):
 
 def any_rank(flag: bool) -> bool:
     """True on every rank if it is True on any: the decision to stop is taken together."""
-    tensor = torch.tensor([int(flag)], device=device())
+    tensor = torch.tensor([int(flag)], device=local_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
 
 
 def mean_over_ranks(value: float) -> float:
-    tensor = torch.tensor([value], dtype=torch.float64, device=device())
+    tensor = torch.tensor([value], dtype=torch.float64, device=local_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.item() / world_size()
 

@@ -1,0 +1,87 @@
+"""The model a run trains: its transformers config (checked before weights load), then the model itself."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from config import ModelConfig
+from data.tokenizer import looks_like_path
+from train.coca import CONFIG_KEY, convert_to_coca
+from train.model import DTYPES, apply_rope_scaling
+
+log = logging.getLogger(__name__)
+
+# Parameter-name suffixes that train in each stage of the paper's recipe (W_t is `k_proj`).
+_STAGE_PARAMS = {"t_only": ("self_attn.k_proj.weight", "self_attn.k_proj.bias"),
+                 "qkv": tuple(f"self_attn.{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias"))}
+
+
+def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The transformers config the run will build, cheap to get: checked before weights load."""
+    if cfg.name_or_path is None:
+        if not cfg.arch:
+            raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
+        # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000), never cut it
+        vocab_size = cfg.arch.get("vocab_size", len(tokenizer))
+        if vocab_size < len(tokenizer):
+            raise ValueError(f"model.arch.vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
+                             "tokens: leave it unset or make it at least that")
+        config = LlamaConfig(
+            **{"vocab_size": len(tokenizer), **cfg.arch},
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    else:
+        _check_exists(cfg.name_or_path)
+        if cfg.arch:
+            raise ValueError(f"model.arch is only for random init, but model.name_or_path={cfg.name_or_path!r} is set")
+        try:
+            config = AutoConfig.from_pretrained(cfg.name_or_path)
+        except OSError as error:
+            raise FileNotFoundError(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
+    return apply_rope_scaling(config, cfg.rope_scaling, "model.rope_scaling")
+
+
+def _check_exists(name_or_path: str) -> None:
+    if looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
+
+
+def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
+    """Weights (pretrained or random), CoCA, gradient checkpointing, and what trains.
+
+    Under ZeRO-3 the caller keeps a `HfDeepSpeedConfig` alive, so transformers creates the
+    model partitioned (`deepspeed.zero.Init`) instead of one full copy per rank.
+    """
+    dtype = DTYPES[cfg.dtype]
+    if cfg.name_or_path is None:
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, config=config, dtype=dtype, attn_implementation=cfg.attn_implementation
+        )
+    trained_variant = getattr(model.config, CONFIG_KEY, None)
+    if trained_variant is not None and cfg.t_init != "k_proj":
+        log.warning("%s is a CoCA checkpoint (%s): its W_t is kept, model.t_init=%s does not apply",
+                    cfg.name_or_path, trained_variant, cfg.t_init)
+    convert_to_coca(model, cfg.attention, t_init=cfg.t_init if trained_variant is None else "k_proj")
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad: frozen embeddings are fine.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    if cfg.trainable != "all":
+        suffixes = _STAGE_PARAMS[cfg.trainable]
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.endswith(suffixes))
+    return model

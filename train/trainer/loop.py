@@ -1,0 +1,134 @@
+"""The fine-tuning run, the litgpt way: `run` = validate -> `setup` -> `fit`.
+
+`fit` is the loop, top to bottom: one optimizer step, then its bookkeeping in order
+(divergence, metrics, validation, a stop request, a checkpoint).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from config import FinetuneConfig
+from config.finetune import validate
+from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
+from train.trainer import checkpoint, distributed
+from train.trainer.metrics import memory_metrics
+from train.trainer.setup import Components, setup
+
+log = logging.getLogger(__name__)
+
+
+def run(config: FinetuneConfig) -> int:
+    """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED)."""
+    validate(config)
+    return fit(setup(config))
+
+
+def fit(c: Components) -> int:
+    t, state = c.config.trainer, c.state
+    progress = tqdm(total=t.max_steps, initial=state.step, disable=not distributed.is_main(),
+                    desc="train", unit="step", dynamic_ncols=True)
+    window = _Window()
+    bad_in_row, status = 0, 0
+    while state.step < t.max_steps:
+        loss, applied = c.steps.train_step()
+        state.step += 1
+        state.tokens_seen += c.tokens_per_step
+        window.steps += 1
+        progress.update(1)
+        if applied and math.isfinite(loss):
+            bad_in_row = 0
+        else:
+            bad_in_row += 1
+            log.warning("step %d: non-finite loss or gradients (loss %s): step skipped (%d in a row)",
+                        state.step, loss, bad_in_row)
+            if bad_in_row >= t.max_bad_steps:
+                log.error("%d non-finite steps in a row: stopping; the last good checkpoint is kept", bad_in_row)
+                status = EXIT_DIVERGED
+                break
+        if state.step % t.log_every == 0:
+            _log_step(c, loss, window, progress)
+        if c.steps.val_set is not None and state.step % t.eval_every == 0:
+            _log_validation(c)
+        reason = _stop_reason(c)
+        if reason is not None:
+            log.warning("stopping at step %d (%s): saving, then exiting with %d", state.step, reason, EXIT_PREEMPTED)
+            save(c)
+            status = EXIT_PREEMPTED
+            break
+        if state.step % t.save_every == 0 or state.step == t.max_steps:
+            save(c)
+    progress.close()
+    if c.metrics is not None:
+        c.metrics.finish()
+    torch.distributed.barrier()
+    return status
+
+
+class _Window:
+    """The steps since the last logged one, for tokens/s."""
+
+    def __init__(self):
+        self.start, self.steps = time.perf_counter(), 0
+
+    def tokens_per_s(self, tokens_per_step: int) -> float:
+        return self.steps * tokens_per_step / (time.perf_counter() - self.start)
+
+    def reset(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+
+def _log_step(c: Components, loss: float, window: _Window, progress: tqdm) -> None:
+    tokens_per_s = window.tokens_per_s(c.tokens_per_step)
+    record = {
+        "loss": loss,
+        "ppl": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
+        "lr": c.engine.get_lr()[0],
+        "grad_norm": _as_float(c.engine.get_global_grad_norm()),
+        "tokens_per_s": tokens_per_s,
+        "tokens_seen": c.state.tokens_seen,
+        **({"mfu": tokens_per_s / distributed.world_size() * c.flops_per_token / c.peak_flops}
+           if c.peak_flops else {}),
+        **memory_metrics(),
+    }
+    if c.metrics is not None:
+        c.metrics.log(c.state.step, record)
+    progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+    window.reset()
+
+
+def _log_validation(c: Components) -> None:
+    val_loss = c.steps.evaluate()
+    if c.metrics is not None:
+        c.metrics.log(c.state.step, {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))})
+
+
+def _stop_reason(c: Components) -> str | None:
+    """Why every rank stops now (a signal on any rank, or the wall-time budget), or None; decided together."""
+    budget = c.config.trainer.max_wall_time_min
+    out_of_time = budget is not None and time.monotonic() - c.started > 60 * budget
+    if not distributed.any_rank(c.stop.signal is not None or out_of_time):
+        return None
+    return "signal" if c.stop.signal is not None else "wall-time budget"
+
+
+def save(c: Components) -> None:
+    """A checkpoint of this step, on every rank: DeepSpeed's shards, then config, tokenizer and trainer state."""
+
+    def extras(folder) -> None:
+        (folder / "config.yaml").write_text(yaml.safe_dump(c.resolved, sort_keys=False))
+        c.engine.module.config.save_pretrained(folder)
+        c.tokenizer.save_pretrained(folder)
+
+    c.state.sampler = c.sampler.state_dict()
+    c.state.wandb_run_id = distributed.broadcast_from_main(c.state.wandb_run_id)
+    checkpoint.save(c.engine, c.run_dir / "checkpoints", c.state, c.config.trainer.keep_last, extras)
+
+
+def _as_float(value) -> float | None:
+    return None if value is None else float(value)

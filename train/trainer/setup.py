@@ -1,0 +1,174 @@
+"""Everything a fine-tuning run works with, made and checked before the loop: `setup(config) -> Components`.
+
+The order is the checks' order: cheap ones (paths, tokenizer, model identity, sequence
+parallelism, memory) before the data is tokenized and long before the weights load.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+import yaml
+from deepspeed import DeepSpeedEngine
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase, set_seed
+from transformers.integrations import HfDeepSpeedConfig
+
+from config import FinetuneConfig
+from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
+from train.parallel import sequence_parallel, tiling
+from train.parallel.memory import Setting, check_fits
+from train.trainer import checkpoint, distributed
+from train.trainer.build import build_model, model_config
+from train.trainer.engine import build_engine, deepspeed_config
+from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
+from train.trainer.state import TrainerState, saved_world_size
+from train.trainer.steps import Steps
+from train.trainer.stop import StopRequest
+
+log = logging.getLogger(__name__)
+
+# Architecture fields that must match for a checkpoint to belong to this model.
+_IDENTITY = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "intermediate_size", "vocab_size")
+
+
+@dataclasses.dataclass
+class Components:
+    """What `setup` makes and the loop uses."""
+
+    config: FinetuneConfig
+    run_dir: Path
+    resolved: dict[str, Any]  # the config as the run's config.yaml records it
+    tokenizer: PreTrainedTokenizerBase
+    model_config: PretrainedConfig
+    engine: DeepSpeedEngine
+    sampler: ResumableDistributedSampler
+    steps: Steps  # optimizer steps and validation over the data
+    state: TrainerState  # fresh, or restored from the checkpoint resumed
+    metrics: MetricsLogger | None  # rank 0 only
+    stop: StopRequest
+    started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
+    tokens_per_step: int
+    flops_per_token: float
+    peak_flops: float | None  # None: no MFU
+
+
+def setup(config: FinetuneConfig) -> Components:
+    """The run's components, every check done: a run that cannot work stops here, before the loop."""
+    stop, started = StopRequest(), time.monotonic()
+    distributed.init_distributed()
+    set_seed(config.seed)
+    run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
+    resume_from = checkpoint.find_resume_checkpoint(config.resume, run_dir)
+    init_from = None
+    if config.model.init_from is not None and resume_from is None:
+        init_from = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.name_or_path, config.data.cache_dir)
+    hf_config = model_config(config.model, tokenizer)
+    check_tokenizer_fits(tokenizer, hf_config.vocab_size)
+    sequence_parallel.check(config, hf_config, distributed.world_size())
+    for folder in (resume_from, init_from):
+        if folder is not None:
+            check_same_model(folder, hf_config)
+    train_set, val_set = _datasets(config, tokenizer)
+    engine, mpu, tile = _engine(config, hf_config, resume_from, init_from)
+
+    rank, world = distributed.rank(), distributed.world_size()
+    global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
+    sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
+    state = _restore(engine, sampler, resume_from, init_from)
+    resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
+    metrics = _start_metrics(config, run_dir, resolved, state)
+    num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
+    steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
+                  logits_tile=tile if config.trainer.tiled_logits else None)
+    return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
+                      started, tokens_per_step=global_batch * config.data.seq_len,
+                      flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
+                      peak_flops=peak_flops())
+
+
+def check_same_model(folder: Path, config: PretrainedConfig) -> None:
+    saved = PretrainedConfig.from_json_file(str(folder / "config.json"))
+    for key in _IDENTITY:
+        ours, theirs = getattr(config, key, None), getattr(saved, key, None)
+        if ours != theirs:
+            raise ValueError(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
+
+
+def _datasets(config: FinetuneConfig, tokenizer) -> tuple[PackedDataset, PackedDataset | None]:
+    # Rank 0 tokenizes; the others then open its cache instead of repeating the work.
+    if distributed.is_main():
+        splits = build_datasets(config.data, tokenizer)
+    torch.distributed.barrier()
+    if not distributed.is_main():
+        splits = build_datasets(config.data, tokenizer)
+    return splits["train"], splits.get("validation")
+
+
+def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, resume_from: Path | None, init_from: Path | None):
+    """(DeepSpeed engine, sequence-parallel mpu or None, tile tokens) over the model the run trains."""
+    ds_config = deepspeed_config(config)
+    _check_memory(config, hf_config, ds_config)
+    saved_by = next((saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
+    if saved_by is not None and saved_by != distributed.world_size():
+        log.info("checkpoint saved by %d ranks, this run has %d: loading DeepSpeed's universal form",
+                 saved_by, distributed.world_size())
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    # transformers creates the model partitioned under ZeRO-3 while this object lives.
+    zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
+    model = build_model(config.model, hf_config)
+    tile = config.trainer.tile_tokens or hf_config.hidden_size
+    if config.trainer.tiled_mlp:
+        tiling.tile_mlps(model, tile)
+    mpu = sequence_parallel.setup(model, config, ds_config) if config.trainer.sequence_parallel_size > 1 else None
+    engine = build_engine(model, ds_config, mpu)
+    del zero3
+    return engine, mpu, tile
+
+
+def _check_memory(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict) -> None:
+    """Refuse, before loading weights, a seq_len that clearly cannot fit the accelerator."""
+    accelerator = deepspeed.get_accelerator()
+    if accelerator.device_name() == "cpu":
+        return
+    with torch.device("meta"):
+        num_params = AutoModelForCausalLM.from_config(hf_config).num_parameters()
+    zero = ds_config.get("zero_optimization", {})
+    t = config.trainer
+    setting = Setting(t.micro_batch_size, config.model.gradient_checkpointing, zero.get("stage", 0),
+                      "offload_param" in zero, t.tiled_mlp, t.tiled_logits, t.tile_tokens)
+    # Under sequence parallelism each rank holds the activations of its slice of the sequence.
+    seq_len = config.data.seq_len // config.trainer.sequence_parallel_size
+    check_fits(hf_config, num_params, seq_len, setting, distributed.world_size(),
+               half=config.trainer.precision != "fp32", device_bytes=accelerator.total_memory())
+
+
+def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | None,
+             init_from: Path | None) -> TrainerState:
+    if resume_from is not None:
+        state = checkpoint.load(engine, resume_from)
+        sampler.load_state_dict(state.sampler)
+        log.info("resumed from %s at step %d", resume_from, state.step)
+        return state
+    if init_from is not None:
+        checkpoint.load(engine, init_from, weights_only=True)
+        log.info("weights from %s (fresh optimizer and schedule)", init_from)
+    return TrainerState()
+
+
+def _start_metrics(config: FinetuneConfig, run_dir: Path, resolved: dict, state: TrainerState) -> MetricsLogger | None:
+    """Rank 0 writes config.yaml and opens metrics.jsonl and W&B (resuming the run's W&B run)."""
+    if not distributed.is_main():
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    metrics = MetricsLogger(run_dir, config.logger, resolved, state.wandb_run_id, state.step)
+    state.wandb_run_id = metrics.run_id
+    return metrics
