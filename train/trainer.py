@@ -21,7 +21,7 @@ from transformers.integrations import HfDeepSpeedConfig
 from data import ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from train import checkpoint, distributed, sequence_parallel, tiling
 from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
-from train.coca import T_INITS, VARIANTS, check_choice
+from train.coca import CONFIG_KEY, T_INITS, VARIANTS, check_choice, convert_to_coca
 from train.config import FinetuneConfig
 from train.engine import PRECISIONS, SCHEDULES, build_engine, deepspeed_config
 from train.loss import mean_loss, shift_labels
@@ -162,6 +162,7 @@ def run(config: FinetuneConfig) -> int:
     elif init_from is not None:
         checkpoint.load(engine, init_from, weights_only=True)
         log.info("weights from %s (fresh optimizer and schedule)", init_from)
+        _apply_t_init_after_load(config, engine, init_from)
 
     resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
     metrics = None
@@ -244,6 +245,19 @@ def run(config: FinetuneConfig) -> int:
         metrics.finish()
     torch.distributed.barrier()
     return exit_status
+
+
+def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:
+    """Loading a vanilla parent's weights overwrote W_t with its W_k: with t_init=random, draw
+    W_t again. The optimizer's fp32 master copy then takes the new weights."""
+    parent = PretrainedConfig.from_json_file(str(init_from / "config.json"))
+    if config.model.t_init != "random" or getattr(parent, CONFIG_KEY, None) not in (None, "vanilla"):
+        return
+    if config.model.attention == "vanilla":
+        return
+    convert_to_coca(engine.module, config.model.attention, t_init="random")
+    engine.optimizer.refresh_fp32_params()
+    log.info("model.t_init=random: W_t drawn afresh instead of the parent's W_k")
 
 
 def _as_float(value) -> float | None:
