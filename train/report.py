@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train.eval_report import length_name, read_results
+from train.eval_report import _table, length_name, read_results
 
 
 def _ppl(row: dict[str, Any]) -> float:
@@ -55,8 +55,8 @@ def perplexity_table(runs: list[dict[str, Any]], against: list[str]) -> str:
         rows = run["perplexity"]["by_length"]
         ratio = _ppl(rows[-1]) / _ppl(rows[0])
         change = [f"{100 * (_in_window(run) / _in_window(by_label[label]) - 1):+.1f}%" for label in against]
-        body.append([run["label"], _rope(run), *(_number(_ppl(r)) for r in rows), f"{ratio:.2f}x", *change])
-    return _markdown(header, body)
+        body.append([run["label"], _rope(run), *(_number(_ppl(r)) for r in rows), _number(ratio) + ("x" if ratio != float("inf") else ""), *change])
+    return _table(header, body)
 
 
 def passkey_table(runs: list[dict[str, Any]]) -> str:
@@ -75,7 +75,7 @@ def passkey_table(runs: list[dict[str, Any]]) -> str:
         body.append([run["label"], _rope(run), *(f"{accuracy[n]:.2f}" if n in accuracy else "" for n in lengths)])
     cases = keyed[0]["passkey"]["cases"]
     return (f"Passkey accuracy ({cases} cases per length):\n\n"
-            + _markdown(["run", "RoPE at eval", *map(length_name, lengths)], body))
+            + _table(["run", "RoPE at eval", *map(length_name, lengths)], body))
 
 
 def report(runs: list[dict[str, Any]], against: list[str]) -> str:
