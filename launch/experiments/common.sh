@@ -19,6 +19,9 @@ else
     PASSKEY_CASES=20
 fi
 NTK='{rope_type:dynamic,factor:4.0}'
+# The passkey prompt alone (key, its repetition, the question) is about 150 tokens: below
+# L = 512 no prompt fits inside the training window, so there is nothing to extrapolate from.
+if ((L >= 512)); then PASSKEY_LENGTHS=$LENGTHS; else PASSKEY_LENGTHS="[]"; fi
 
 # evaluate RUN_DIR...: perplexity by length and passkey on the test books, each checkpoint with
 # RoPE as trained and with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L).
@@ -26,7 +29,7 @@ evaluate() {
     local IFS=,
     python -m train.evaluate -m "checkpoint=$*" "eval.rope_scaling=null,$NTK" \
         data=local "data.path=$DATA" "eval.lengths=$LENGTHS" "eval.stride=$L" eval.num_docs=4 \
-        eval.batch_size=8 eval.max_batch_tokens=32768 "eval.passkey.lengths=$LENGTHS" \
+        eval.batch_size=8 eval.max_batch_tokens=32768 "eval.passkey.lengths=$PASSKEY_LENGTHS" \
         "eval.passkey.cases=$PASSKEY_CASES"
 }
 
