@@ -35,7 +35,7 @@ def cpu_seconds() -> float:
 
 def tokenize(args) -> dict:
     from data.cache import cache_root
-    from config.data import DataConfig
+    from conf.data_schema import DataConfig
     from data.encode import token_store
     from data.sources import load_raw_splits
     from data.tokenizer import load_tokenizer
@@ -54,7 +54,7 @@ def tokenize(args) -> dict:
 
 
 def reuse(args) -> dict:
-    from config.data import DataConfig
+    from conf.data_schema import DataConfig
     from data.pipeline import build_splits
     from data.tokenizer import load_tokenizer
 
@@ -68,7 +68,7 @@ def load(args) -> dict:
     from torch.utils.data import DataLoader
 
     from data import ResumableDistributedSampler, build_datasets, load_tokenizer
-    from config.data import DataConfig
+    from conf.data_schema import DataConfig
 
     cfg = DataConfig(source="local", path=args.data, cache_dir=args.cache, seq_len=args.seq_len,
                      mask_doc_boundaries=args.mask)

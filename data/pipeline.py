@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from data.cache import cache_root
-from config.data import DataConfig
+from conf.data_schema import DataConfig
 from data.encode import token_store
 from data.packing import PackedDataset
 from data.sources import load_raw_splits

@@ -10,7 +10,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from config import FinetuneConfig
+from conf import FinetuneConfig
 from data.pipeline import build_splits
 from data.tokenizer import load_tokenizer
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.cache import cache_key, publish_dir, source_fingerprint
-from config.data import SampleCorpusConfig
+from conf.data_schema import SampleCorpusConfig
 from data.schema import PG19_FEATURES
 
 _ONSETS = ["Al", "Bel", "Cor", "Dar", "El", "Fen", "Gar", "Hal", "Is", "Jor", "Kel", "Lor",

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 
 import data.sample_corpus as sample_corpus
 from data.cache import cache_key, publish_dir, source_fingerprint
-from config.data import SampleCorpusConfig
+from conf.data_schema import SampleCorpusConfig
 
 VOCAB_SIZE = 512
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset, IterableDataset, load_dataset
 
 from data.cache import cache_key, cache_root
-from config.data import DataConfig
+from conf.data_schema import DataConfig
 from data.errors import first_line
 from data.sample_corpus import sample_corpus_dir
 from data.schema import PG19_COLUMNS, PG19_FEATURES

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from config.data import DataConfig, SampleCorpusConfig
+from conf.data_schema import DataConfig, SampleCorpusConfig
 from data.packing import IGNORE_INDEX
 from data.pipeline import build_datasets
 from data.sample_corpus import generate_books

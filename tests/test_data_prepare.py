@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.data import DataConfig, SampleCorpusConfig
+from conf.data_schema import DataConfig, SampleCorpusConfig
 from data.pipeline import build_splits
 from data.store import TokenStore
 from data.tokenizer import load_tokenizer

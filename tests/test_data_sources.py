@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from config.data import DataConfig, SampleCorpusConfig
+from conf.data_schema import DataConfig, SampleCorpusConfig
 from data.pipeline import build_datasets
 from data.sample_corpus import generate_books
 from data.schema import PG19_FEATURES

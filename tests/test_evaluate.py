@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-from config.data import DataConfig
+from conf.data_schema import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
 from train.coca import convert_to_coca

@@ -5,7 +5,7 @@ from transformers import LlamaConfig
 
 from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
 from train.parallel import sequence_parallel
-from config import FinetuneConfig
+from conf import FinetuneConfig
 
 COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
           "optim.schedule=constant", "trainer.micro_batch_size=2"]

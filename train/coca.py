@@ -27,8 +27,8 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-from config.checks import check_choice
-from config.finetune import T_INITS, VARIANTS
+from conf.checks import check_choice
+from conf.schema import T_INITS, VARIANTS
 
 # Models whose attention is LLaMA's: separate q/k/v/o projections, RoPE on the half-split
 # layout, no norms on q or k. Qwen3/Gemma (q_norm, k_norm) and Phi-3 (fused qkv) are not.

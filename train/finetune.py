@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from config import FinetuneConfig
+from conf import FinetuneConfig
 from train.cli import main_and_exit, run_job
 from train.trainer.loop import run
 

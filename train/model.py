@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from config.checks import check_choice
-from config.finetune import DTYPE_NAMES
+from conf.checks import check_choice
+from conf.schema import DTYPE_NAMES
 from train.coca import CONFIG_KEY, convert_to_coca
 
 

@@ -7,8 +7,8 @@ group only `dtype` and `attn_implementation` apply: everything else about the mo
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from config import MISSING, DataConfig, LoggerConfig, ModelConfig, Problems
-from config.finetune import DTYPE_NAMES, LOGGER_MODES
+from conf import MISSING, DataConfig, LoggerConfig, ModelConfig, Problems
+from conf.schema import DTYPE_NAMES, LOGGER_MODES
 
 # The paper's windows: 512 to 32K tokens.
 PAPER_LENGTHS = [512 * 2**i for i in range(7)]

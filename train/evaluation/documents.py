@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from config.data import DataConfig
+from conf.data_schema import DataConfig
 from data.sample_corpus import generate_books
 from data.sources import load_raw_splits
 from data.tokenizer import adds_bos

@@ -48,7 +48,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Perplexity", "",
                   f"{ppl['num_docs']} documents of {ppl['data']}, each cut to {ppl['doc_tokens']} tokens; "
                   f"sliding windows moved by {ppl['stride']} tokens.", "",
-                  _table(["window"] + [length_name(r["length"]) for r in rows],
+                  markdown_table(["window"] + [length_name(r["length"]) for r in rows],
                          [["perplexity"] + [_number(r["ppl"]) for r in rows]]), ""]
     passkey = results["passkey"]
     if passkey is not None:
@@ -59,7 +59,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Passkey retrieval", "",
                   f"{passkey['cases']} cases per length (random 5-digit keys, seed {passkey['seed']}); "
                   "greedy decoding; accuracy by the key's depth in the filler.", "",
-                  _table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
+                  markdown_table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
     return "\n".join(lines)
 
 
@@ -68,7 +68,7 @@ def _rope(parameters: dict[str, Any]) -> str:
     return f"{parameters['rope_type']}" + (f" ({extra})" if extra else "")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from config import LoggerConfig
+from conf import LoggerConfig
 from train.inference.load import Checkpoint
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import MISSING, ModelConfig, Problems
-from config.finetune import DTYPE_NAMES
+from conf import MISSING, ModelConfig, Problems
+from conf.schema import DTYPE_NAMES
 
 
 @dataclass

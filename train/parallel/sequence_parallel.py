@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF, UlyssesSPDataLoaderAdapter
 
-from config import FinetuneConfig
+from conf import FinetuneConfig
 
 # Kernels that work without a 4-D mask (the wrapper drops masks and attends causally).
 KERNELS = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")

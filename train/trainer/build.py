@@ -14,7 +14,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from config import ModelConfig
+from conf import ModelConfig
 from data.tokenizer import looks_like_path
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling

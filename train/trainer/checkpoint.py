@@ -7,6 +7,7 @@ on the previous complete checkpoint; resume skips folders without the mark.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -147,12 +148,13 @@ def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
     """Restore the engine and RNG and return the trainer state; or, with weights_only (a new
     stage starting from an old one), the weights alone: fresh optimizer moments and schedule."""
     source = to_universal(folder) if engine.load_universal_checkpoint() else folder
-    load_path, _ = engine.load_checkpoint(
-        str(source.parent),
-        tag=source.name,
-        load_optimizer_states=not weights_only,
-        load_lr_scheduler_states=not weights_only,
-    )
+    with _frozen_weights_from_module_state(engine, weights_only):
+        load_path, _ = engine.load_checkpoint(
+            str(source.parent),
+            tag=source.name,
+            load_optimizer_states=not weights_only,
+            load_lr_scheduler_states=not weights_only,
+        )
     if load_path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder}")
     if not weights_only:
@@ -160,3 +162,31 @@ def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
         if saved_world_size(folder) == distributed.world_size() and rng.is_file():
             _set_rng_state(torch.load(rng, weights_only=False))
     return TrainerState.load(folder)
+
+
+@contextlib.contextmanager
+def _frozen_weights_from_module_state(engine, weights_only: bool):
+    """A stage that freezes weights (model.trainable=t_only) starting from a run that trained
+    them all: DeepSpeed (0.19.8) then looks up every frozen weight among the checkpoint's frozen
+    fragments, finds none, and raises KeyError. Under ZeRO 0-2 the module state it has just
+    loaded already holds them whole, so the lookup is skipped by showing it no frozen weight."""
+    frozen = [p for p in engine.module.parameters() if not p.requires_grad]
+    if not weights_only or engine.zero_optimization_partition_weights() or not frozen:
+        yield
+        return
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+
+
+def model_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The model's weights in a step folder saved under ZeRO stage 0-2, whose model-states file
+    holds them whole (ZeRO-3 partitions them over the ranks' files instead)."""
+    states = folder / "mp_rank_00_model_states.pt"
+    if not states.is_file():
+        raise FileNotFoundError(f"{states} does not exist: expected a checkpoint saved under ZeRO stage 0, 1 or 2")
+    return torch.load(states, map_location="cpu", weights_only=False)["module"]

@@ -6,7 +6,7 @@ import copy
 import deepspeed
 from torch import nn
 
-from config import FinetuneConfig
+from conf import FinetuneConfig
 
 
 def deepspeed_config(config: FinetuneConfig) -> dict:

@@ -13,8 +13,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from config import FinetuneConfig
-from config.finetune import validate
+from conf import FinetuneConfig
+from conf.schema import validate
 from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
 from train.trainer import checkpoint, distributed
 from train.trainer.metrics import memory_metrics

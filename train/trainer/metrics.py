@@ -15,7 +15,7 @@ from typing import Any
 import deepspeed
 import torch
 
-from config import LoggerConfig
+from conf import LoggerConfig
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"

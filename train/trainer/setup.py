@@ -18,12 +18,14 @@ from deepspeed import DeepSpeedEngine
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase, set_seed
 from transformers.integrations import HfDeepSpeedConfig
 
-from config import FinetuneConfig
+from conf import FinetuneConfig
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
+from train.coca import CONFIG_KEY, convert_to_coca
 from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
 from train.trainer import checkpoint, distributed
 from train.trainer.build import build_model, model_config
+from train.trainer.distill import AttentionDistiller
 from train.trainer.engine import build_engine, deepspeed_config
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.trainer.state import TrainerState, saved_world_size
@@ -83,11 +85,14 @@ def setup(config: FinetuneConfig) -> Components:
     global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
     sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
     state = _restore(engine, sampler, resume_from, init_from)
+    distiller = _distiller(config, engine)
+    if init_from is not None:
+        _apply_t_init_after_load(config, engine, init_from)
     resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
-                  logits_tile=tile if config.trainer.tiled_logits else None)
+                  logits_tile=tile if config.trainer.tiled_logits else None, distiller=distiller)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
                       started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
@@ -161,6 +166,29 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
         checkpoint.load(engine, init_from, weights_only=True)
         log.info("weights from %s (fresh optimizer and schedule)", init_from)
     return TrainerState()
+
+
+def _distiller(config: FinetuneConfig, engine) -> AttentionDistiller | None:
+    """trainer.loss=attention_distill: the parent's W_k comes from model.init_from's checkpoint,
+    also when this run resumes from its own (whose W_t has moved on)."""
+    if config.trainer.loss != "attention_distill":
+        return None
+    parent = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+    log.info("attention distillation against the vanilla attention of %s", parent)
+    return AttentionDistiller(engine.module, checkpoint.model_weights(parent))
+
+
+def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:
+    """Loading a vanilla parent's weights overwrote W_t with its W_k: with t_init=random, draw
+    W_t again. The optimizer's fp32 master copy then takes the new weights."""
+    parent = PretrainedConfig.from_json_file(str(init_from / "config.json"))
+    if config.model.t_init != "random" or config.model.attention == "vanilla":
+        return
+    if getattr(parent, CONFIG_KEY, None) not in (None, "vanilla"):
+        return  # a CoCA parent: its W_t is what this stage continues from
+    convert_to_coca(engine.module, config.model.attention, t_init="random")
+    engine.optimizer.refresh_fp32_params()
+    log.info("model.t_init=random: W_t drawn afresh instead of the parent's W_k")
 
 
 def _start_metrics(config: FinetuneConfig, run_dir: Path, resolved: dict, state: TrainerState) -> MetricsLogger | None:

@@ -6,9 +6,9 @@ in their defaults; the code below the entry points takes these types, never a Di
 The evaluate, export and generate commands add their own schemas on top of ModelConfig,
 DataConfig and LoggerConfig (train/evaluation/config.py, train/inference/config.py).
 """
-from config.checks import MISSING, Problems, check_choice
-from config.data import DataConfig, SampleCorpusConfig
-from config.finetune import FinetuneConfig, LoggerConfig, ModelConfig, OptimConfig, TrainerConfig
+from conf.checks import MISSING, Problems, check_choice
+from conf.data_schema import DataConfig, SampleCorpusConfig
+from conf.schema import FinetuneConfig, LoggerConfig, ModelConfig, OptimConfig, TrainerConfig
 
 __all__ = ["MISSING", "DataConfig", "FinetuneConfig", "LoggerConfig", "ModelConfig", "OptimConfig", "Problems",
            "SampleCorpusConfig", "TrainerConfig", "check_choice"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from config.checks import Problems
-from config.data import DataConfig
+from conf.checks import Problems
+from conf.data_schema import DataConfig
 
 # The values some keys allow.
 VARIANTS = ("vanilla", "slack", "exact")  # model.attention: CoCA's variants (train.coca)
@@ -17,6 +17,7 @@ T_INITS = ("k_proj", "random")  # model.t_init
 TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)
 PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision
+LOSSES = ("lm", "attention_distill")
 SCHEDULES = ("cosine", "linear", "constant")  # optim.schedule
 LOGGER_MODES = ("online", "offline", "disabled")  # logger.mode
 
@@ -62,6 +63,9 @@ class TrainerConfig:
     # DeepSpeed finds non-finite gradients through this norm and skips those steps: keep it > 0
     grad_clip: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
+    # lm: next-token cross-entropy | attention_distill: a conversion stage where each CoCA layer
+    # learns to reproduce its vanilla parent's attention output (train/trainer/distill.py)
+    loss: str = "lm"
     save_every: int = 10
     keep_last: int = 2
     eval_every: int = 10
@@ -115,6 +119,9 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("model.trainable", m.trainable, TRAINABLE)
     problems.choice("model.dtype", m.dtype, DTYPE_NAMES)
     problems.choice("trainer.precision", t.precision, PRECISIONS)
+    problems.choice("trainer.loss", t.loss, LOSSES)
+    if t.loss == "attention_distill":
+        _check_distillation(config, problems)
     problems.choice("optim.schedule", config.optim.schedule, SCHEDULES)
     problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
     for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",
@@ -134,3 +141,17 @@ def validate(config: FinetuneConfig) -> None:
     if m.init_from is not None and not Path(m.init_from).exists():
         problems.add(f"model.init_from={m.init_from!r} does not exist", FileNotFoundError)
     problems.raise_if_any()
+
+
+def _check_distillation(config: FinetuneConfig, problems: Problems) -> None:
+    """attention_distill teaches W_t alone to reproduce a vanilla parent's attention."""
+    t, m = config.trainer, config.model
+    needs = {"model.trainable=t_only": m.trainable == "t_only",
+             "model.attention=slack or exact": m.attention != "vanilla",
+             "model.init_from=<the vanilla parent>": m.init_from is not None,
+             "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1,
+             "trainer.tiled_logits=false": not t.tiled_logits,
+             "ZeRO stage 0-2": config.deepspeed.get("zero_optimization", {}).get("stage", 0) < 3}
+    missing = [need for need, met in needs.items() if not met]
+    if missing:
+        problems.add(f"trainer.loss=attention_distill needs {', '.join(missing)}")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Experiment 1, the paper's from-scratch table in miniature: vanilla, slack and exact CoCA
+# trained from scratch at L tokens (identical but for model.attention), evaluated at L..32L
+# with and without dynamic NTK. From the repository root:
+#   launch/experiments/extrapolation.sh [training overrides...]
+#   QUICK=1 launch/experiments/extrapolation.sh       # a first look in under 10 minutes on CPU
+# Writes $ROOT/extrapolation_{vanilla,slack,exact}/ (runs, eval/), $ROOT/extrapolation.md
+# (the tables) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
+. "$(dirname "$0")/common.sh"
+RUNS=("$ROOT/extrapolation_vanilla" "$ROOT/extrapolation_slack" "$ROOT/extrapolation_exact")
+if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=700 trainer.eval_every=350 trainer.save_every=700); fi
+
+python -m train.finetune -m +experiment=extrapolation_vanilla,extrapolation_slack,extrapolation_exact \
+    "${TRAIN_ARGS[@]}" "$@"
+evaluate "${RUNS[@]}"
+mapfile -t EVALS < <(results "${RUNS[@]}")
+python -m train.report "${EVALS[@]}" --out "$ROOT/extrapolation.md"
+python -m train.plot "$ROOT/extrapolation.png" "${EVALS[@]}" --title "Experiment 1: from scratch at L=$L"

@@ -1,0 +1,37 @@
+"""Tables of several evaluations, from their eval.json files: what the README's Results hold.
+
+    python -m train.report runs/*/eval/*/eval.json [--against LABEL ...] [--out FILE.md]
+
+One row per eval.json (perplexity by window length, ppl(longest)/ppl(shortest), and the
+in-window change against each `--against` run), then passkey accuracy where any run retrieves
+keys; see train/evaluation/tables.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from train.evaluation.report import read_results
+from train.evaluation.tables import report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="+", help="eval.json files, one row each, in this order")
+    parser.add_argument("--against", action="append", default=[], metavar="LABEL",
+                        help="a run's label: add the in-window change against it (repeatable)")
+    parser.add_argument("--out", type=Path, help="also write the tables to this .md file")
+    args = parser.parse_args(argv)
+    try:
+        text = report([read_results(path) for path in args.results], args.against)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
