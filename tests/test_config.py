@@ -6,7 +6,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from conf.schema import validate
 from train.finetune import FinetuneConfig
+from train.trainer.build import check_arch
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -26,10 +28,14 @@ def test_default_is_the_tiny_cpu_run():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(experiment):
-    config = compose_config(f"+experiment={experiment}")
+def test_every_experiment_composes(experiment, tmp_path):
+    # Conversions start from a parent given on the command line; any existing folder will do here.
+    parent = [f"model.init_from={tmp_path}"] if experiment.startswith("conversion") else []
+    config = compose_config(f"+experiment={experiment}", *parent)
     assert config.name.startswith(experiment.rsplit("_stage", 1)[0])
     assert config.deepspeed["zero_optimization"]["stage"] in (2, 3)
+    validate(config)
+    check_arch(config.model.arch)  # a misspelt arch key in the file would silently keep a default
 
 
 def test_llama7b_recipe_stages():

@@ -17,6 +17,7 @@ EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75
 
 _statuses: list[int] = []
+_jobs_started: list[str] = []
 
 
 def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
@@ -27,6 +28,7 @@ def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
     request ends the whole sweep at once: the jobs after it have not started, and the same
     command run again resumes every job from its own run_dir.
     """
+    _jobs_started.append(command)
     try:
         result = function(config)
         status = result if isinstance(result, int) else 0
@@ -46,6 +48,16 @@ def exit_status() -> int:
 
 
 def main_and_exit(main: Callable[[], None]) -> None:
-    """What an entry point's `if __name__ == "__main__"` runs: Hydra's main, then the status."""
-    main()
+    """What an entry point's `if __name__ == "__main__"` runs: Hydra's main, then the status.
+
+    Hydra ends the process with status 1 both for a configuration it cannot compose (an unknown
+    key or group option, a wrong type) and for a job that crashed. Before any job has started
+    it can only be the first, which is bad input: status 2, like every other bad value.
+    """
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1 and not _jobs_started:
+            sys.exit(EXIT_BAD_INPUT)
+        raise
     sys.exit(exit_status())

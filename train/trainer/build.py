@@ -1,9 +1,13 @@
 """The model a run trains: its transformers config (checked before weights load), then the model itself."""
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from transformers import (
     AutoConfig,
@@ -26,11 +30,30 @@ _STAGE_PARAMS = {"t_only": ("self_attn.k_proj.weight", "self_attn.k_proj.bias"),
                  "qkv": tuple(f"self_attn.{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias"))}
 
 
+def arch_fields() -> set[str]:
+    """The keys `model.arch` may set: LlamaConfig's arguments and attributes (rope_theta too,
+    which transformers still folds into rope_parameters)."""
+    named = set(inspect.signature(LlamaConfig.__init__).parameters) - {"self", "kwargs"}
+    return named | {k for k in LlamaConfig().to_dict() if not k.startswith("_")} | {"rope_theta"}
+
+
+def check_arch(arch: Mapping[str, Any]) -> None:
+    """model.arch is a free-form mapping, so a misspelt key in a YAML file would silently leave
+    the default in place: refuse it, naming the nearest field."""
+    fields = arch_fields()
+    for key in arch:
+        if key not in fields:
+            nearest = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f"did you mean {nearest[0]!r}?" if nearest else "see transformers' LlamaConfig"
+            raise ValueError(f"model.arch.{key} is not a LlamaConfig field; {hint}")
+
+
 def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The transformers config the run will build, cheap to get: checked before weights load."""
     if cfg.name_or_path is None:
         if not cfg.arch:
             raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
+        check_arch(cfg.arch)
         # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000), never cut it
         vocab_size = cfg.arch.get("vocab_size", len(tokenizer))
         if vocab_size < len(tokenizer):
