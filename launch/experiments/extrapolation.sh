@@ -14,5 +14,5 @@ python -m train.finetune -m +experiment=extrapolation_vanilla,extrapolation_slac
     "${TRAIN_ARGS[@]}" "$@"
 evaluate "${RUNS[@]}"
 mapfile -t EVALS < <(results "${RUNS[@]}")
-python -m train.report "${EVALS[@]}" --out "$ROOT/extrapolation.md"
+python -m train.report "${EVALS[@]}" --against "extrapolation_vanilla vanilla" --out "$ROOT/extrapolation.md"
 python -m train.plot "$ROOT/extrapolation.png" "${EVALS[@]}" --title "Experiment 1: from scratch at L=$L"

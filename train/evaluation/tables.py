@@ -78,7 +78,7 @@ def report(runs: list[dict[str, Any]], against: list[str]) -> str:
     parts = [perplexity_table(with_ppl, against)] if with_ppl else []
     if first := next(iter(with_ppl), None):
         ppl = first["perplexity"]
-        parts.append(f"Perplexity: {ppl['num_docs']} documents of {ppl['data']} ({ppl.get('split', 'test')} split), "
+        parts.append(f"Perplexity: {ppl['num_docs']} documents of {ppl['data']}, "
                      f"each cut to {ppl['doc_tokens']} tokens, windows moved by {ppl['stride']} tokens.")
     parts.append(passkey_table(runs))
     return "\n\n".join(part for part in parts if part) + "\n"
