@@ -20,9 +20,11 @@ class ResumableDistributedSampler(Sampler[int]):
     ahead of it), so the loop calls `advance()` after each optimizer step; after the last
     one of an epoch the state rolls to (epoch + 1, 0). A run resumed from `state_dict()`
     continues the global order where it stopped: no block twice, none skipped. Resuming with
-    another world size W' works when position is a multiple of W' (true whenever W' divides
-    B); with the same B the global batches are the very same blocks, only dealt to
-    different ranks.
+    another world size deals the same global order to other ranks; with the same B the global
+    batches are the very same blocks. Resuming with another B (more nodes, a smaller
+    micro-batch after an out-of-memory error) goes on from the same sample: the epoch then ends
+    where fewer than the new B samples remain, a tail that is dropped as the cut to whole
+    batches always drops one.
     """
 
     def __init__(self, num_blocks: int, global_batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -43,24 +45,25 @@ class ResumableDistributedSampler(Sampler[int]):
         self.position = 0
 
     @property
-    def samples_per_epoch(self) -> int:
-        return self.num_blocks // self.global_batch_size * self.global_batch_size
+    def epoch_end(self) -> int:
+        """Where this epoch stops: after the last whole global batch that fits from `position`."""
+        return self.position + (self.num_blocks - self.position) // self.global_batch_size * self.global_batch_size
 
     def __iter__(self) -> Iterator[int]:
         # The slice is taken now: advance() during iteration moves the state, not this pass.
         order = np.random.default_rng(self.seed + self.epoch).permutation(self.num_blocks)
-        mine = order[self.position + self.rank:self.samples_per_epoch:self.world_size]
+        mine = order[self.position + self.rank:self.epoch_end:self.world_size]
         return (int(i) for i in mine)
 
     def __len__(self) -> int:
-        return (self.samples_per_epoch - self.position) // self.world_size
+        return (self.epoch_end - self.position) // self.world_size
 
     def advance(self, steps: int = 1) -> None:
         """Records that `steps` optimizer steps, i.e. global batches, have been consumed."""
         position = self.position + steps * self.global_batch_size
-        if position > self.samples_per_epoch:
+        if position > self.epoch_end:
             raise ValueError(f"advance({steps}) goes past the end of epoch {self.epoch} "
-                             f"({self.samples_per_epoch} samples, {self.position} consumed)")
+                             f"({self.epoch_end} samples, {self.position} consumed)")
         self._set(self.epoch, position)
 
     def state_dict(self) -> dict:
@@ -72,11 +75,11 @@ class ResumableDistributedSampler(Sampler[int]):
                              f"has {self.num_blocks} with seed {self.seed}: the data, seq_len or seed changed since "
                              f"the checkpoint")
         position = state["position"]
-        if position % self.world_size or position > self.samples_per_epoch:
-            raise ValueError(f"sampler position {position} cannot resume with world_size={self.world_size} and "
-                             f"{self.samples_per_epoch} samples per epoch: it must be a multiple of world_size "
-                             f"within the epoch")
+        if not 0 <= position <= self.num_blocks:
+            raise ValueError(f"sampler position {position} is outside an epoch of {self.num_blocks} blocks")
         self._set(state["epoch"], position)
 
     def _set(self, epoch: int, position: int) -> None:
-        self.epoch, self.position = (epoch + 1, 0) if position == self.samples_per_epoch else (epoch, position)
+        # The epoch is over once fewer than a global batch of samples remain.
+        rolls = self.num_blocks - position < self.global_batch_size
+        self.epoch, self.position = (epoch + 1, 0) if rolls else (epoch, position)

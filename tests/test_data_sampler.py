@@ -108,10 +108,31 @@ def test_bad_sampler_settings_and_states_fail_clearly():
     sampler = ResumableDistributedSampler(10, 4, seed=1)
     with pytest.raises(ValueError, match="state is for 11 blocks with seed 1"):
         sampler.load_state_dict({"epoch": 0, "position": 4, "seed": 1, "num_blocks": 11})
-    with pytest.raises(ValueError, match="position 3 cannot resume with world_size=2"):
+    with pytest.raises(ValueError, match="sampler position 11 is outside an epoch of 10 blocks"):
         ResumableDistributedSampler(10, 4, world_size=2, seed=1).load_state_dict(
-            {"epoch": 0, "position": 3, "seed": 1, "num_blocks": 10})
+            {"epoch": 0, "position": 11, "seed": 1, "num_blocks": 10})
     sampler.advance(2)
     assert (sampler.epoch, sampler.position) == (1, 0)
     with pytest.raises(ValueError, match=r"advance\(3\) goes past the end of epoch 1"):
         sampler.advance(3)
+
+
+@pytest.mark.parametrize("micro, world", [(3, 1), (1, 2), (5, 3)], ids=["micro-3", "2-ranks", "15-per-step"])
+def test_resume_with_another_global_batch_goes_on_from_the_same_sample(micro, world):
+    """The issue's case: 525 blocks, saved at step 10 with micro-batch 2, resumed with another
+    global batch; then across the epoch boundary into the next epoch."""
+    blocks = 525
+    first = Run(blocks, 2, 1, 1, seed=4)
+    before = first.steps(10)
+    state = first.samplers[0].state_dict()
+    resumed = Run(blocks, micro, 1, world, seed=4, state=state)
+    batch = micro * world
+    per_epoch = (blocks - 20) // batch
+    after = resumed.steps(per_epoch)
+    seen = [i for step in before + after for i in step]
+    assert len(seen) == len(set(seen))  # no block twice within the epoch
+    assert blocks - len(seen) < batch  # only the tail shorter than a batch is left out
+    assert all(len(step) == batch for step in after)
+    assert resumed.samplers[0].state_dict()["epoch"] == 1 and resumed.samplers[0].position == 0
+    nxt = resumed.steps(blocks // batch)  # the next epoch: a fresh order, every whole batch of it
+    assert len({i for step in nxt for i in step}) == blocks // batch * batch

@@ -3,18 +3,24 @@
 A save is complete or it does not count. Every rank writes its DeepSpeed shards and RNG
 state, all ranks meet at a barrier, and only then does rank 0 write `trainer_state.json`
 (the completion mark) and atomically repoint `latest`. A kill at any moment leaves `latest`
-on the previous complete checkpoint; resume skips folders without the mark.
+on the previous complete checkpoint; resume skips folders without the mark. Before the mark,
+`manifest.json` records every file and its size, so that a checkpoint damaged later (a full
+disk, a copy cut short) is recognised before DeepSpeed tries to read it (train/trainer/resume.py).
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import random
 import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+
 import deepspeed
 import numpy as np
 import torch
@@ -22,6 +28,9 @@ import torch.distributed as dist
 
 from train.trainer import distributed
 from train.trainer.state import STATE_FILE, TrainerState, saved_world_size, write_atomically
+
+log = logging.getLogger(__name__)
+MANIFEST_FILE = "manifest.json"  # every file of the checkpoint and its size, written before STATE_FILE
 
 LATEST_FILE = "latest"  # DeepSpeed's name: `engine.load_checkpoint(dir)` follows it too
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -65,15 +74,56 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def named_by_latest(root: Path) -> Path | None:
+    """The step folder `latest` names, if it names one; a damaged `latest` (garbage, cut short)
+    names nothing, and the newest complete folder is used instead."""
+    try:
+        name = (root / LATEST_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root / name if _STEP_DIR.match(name) else None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """What `latest` names if that is complete, else the newest complete folder."""
-    latest = root / LATEST_FILE
-    if latest.is_file():
-        named = root / latest.read_text().strip()
-        if is_complete(named):
-            return named
+    named = named_by_latest(root)
+    if named is not None and is_complete(named):
+        return named
     complete = complete_checkpoints(root)
     return complete[-1] if complete else None
+
+
+def write_manifest(folder: Path) -> None:
+    """Every file of a saved checkpoint and its size, written before the completion mark."""
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*"))
+             if f.is_file() and f.name not in (STATE_FILE, MANIFEST_FILE) and not f.name.endswith(".tmp")}
+    write_atomically(folder / MANIFEST_FILE, json.dumps({"files": files}, indent=1))
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a complete checkpoint's files, or None. A checkpoint saved before
+    manifests existed has none and is trusted, as it was then."""
+    try:
+        files = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{folder / MANIFEST_FILE} is unreadable"
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size} bytes, {size} when saved"
+    return None
+
+
+def set_aside(folder: Path, why: str) -> Path:
+    """Move a checkpoint folder out of the way, never deleting it: <why>-<step>-<time>."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = folder.with_name(f"{why}-{folder.name.removeprefix('step-')}-{stamp}")
+    os.replace(folder, target)
+    return target
 
 
 def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
@@ -84,9 +134,11 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
         return latest_checkpoint(run_dir / "checkpoints")
     path = Path(resume)
     for candidate in (path, path / "checkpoints"):
-        if is_complete(candidate):
-            return candidate
-        if candidate.is_dir() and (found := latest_checkpoint(candidate)) is not None:
+        found = candidate if is_complete(candidate) else latest_checkpoint(candidate) if candidate.is_dir() else None
+        if found is not None:
+            if (problem := damage(found)) is not None:
+                raise ValueError(f"{resume!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
+                                 "give an earlier step folder, or resume=auto to take the newest sound one")
             return found
     raise FileNotFoundError(
         f"resume={resume!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
@@ -98,6 +150,15 @@ def save(engine, root: Path, state: TrainerState, keep_last: int, extras) -> Pat
     """Save state.step on every rank. `extras(folder)` writes rank 0's descriptive files (config, tokenizer)."""
     tag = step_tag(state.step)
     folder = root / tag
+    if distributed.is_main() and folder.exists():
+        # Never write into a finished checkpoint (a branch abandoned by resuming from an older
+        # step): a kill half-way would leave its old mark on mixed weights. A half-written one
+        # is the debris of a killed save.
+        if is_complete(folder):
+            log.warning("%s already holds a complete checkpoint: moved to %s", folder, set_aside(folder, "abandoned"))
+        else:
+            shutil.rmtree(folder)
+    dist.barrier()
     engine.save_checkpoint(str(root), tag=tag, save_latest=False)
     rank = distributed.rank()
     tmp = _rng_file(folder, rank).with_suffix(".tmp")
@@ -107,6 +168,7 @@ def save(engine, root: Path, state: TrainerState, keep_last: int, extras) -> Pat
         extras(folder)
     dist.barrier()
     if distributed.is_main():
+        write_manifest(folder)
         state.save(folder, distributed.world_size())
         write_atomically(root / LATEST_FILE, tag)
         _prune(root, keep_last, keep=folder)

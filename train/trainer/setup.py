@@ -28,6 +28,7 @@ from train.trainer.build import build_model, model_config
 from train.trainer.distill import AttentionDistiller
 from train.trainer.engine import build_engine, deepspeed_config
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
+from train.trainer.resume import resume_point
 from train.trainer.state import TrainerState, saved_world_size
 from train.trainer.steps import Steps
 from train.trainer.stop import StopRequest
@@ -66,7 +67,7 @@ def setup(config: FinetuneConfig) -> Components:
     distributed.init_distributed()
     set_seed(config.seed)
     run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
-    resume_from = checkpoint.find_resume_checkpoint(config.resume, run_dir)
+    resume_from = resume_point(config.resume, run_dir)
     init_from = None
     if config.model.init_from is not None and resume_from is None:
         init_from = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
@@ -161,6 +162,11 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
         state = checkpoint.load(engine, resume_from)
         sampler.load_state_dict(state.sampler)
         log.info("resumed from %s at step %d", resume_from, state.step)
+        saved = yaml.safe_load((resume_from / "config.yaml").read_text())["trainer"]
+        before = saved["micro_batch_size"] * saved["grad_accum"] * saved_world_size(resume_from)
+        if before != sampler.global_batch_size:
+            log.info("global batch %d -> %d sequences: epoch %d goes on from sample %d", before,
+                     sampler.global_batch_size, sampler.epoch, sampler.position)
         return state
     if init_from is not None:
         checkpoint.load(engine, init_from, weights_only=True)
