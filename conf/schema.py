@@ -73,6 +73,10 @@ class TrainerConfig:
     log_every: int = 1
     # stop and save this many minutes after start (set it below the job's time limit); null: none
     max_wall_time_min: Optional[float] = None
+    # how long a collective may wait for the slowest rank (a long checkpoint save on a slow
+    # filesystem, say); null: DeepSpeed's, DEEPSPEED_TIMEOUT or 10 minutes. The data build at
+    # start-up has its own 24-hour wait.
+    collective_timeout_min: Optional[float] = None
     # this many skipped (non-finite) steps in a row stop the run
     max_bad_steps: int = 3
     # ranks that share each sequence (DeepSpeed Ulysses); must divide the world size and the heads
@@ -130,6 +134,9 @@ def validate(config: FinetuneConfig) -> None:
             problems.add(f"trainer.{key}={getattr(t, key)} must be >= 1")
     if config.optim.warmup_steps < 1:
         problems.add(f"optim.warmup_steps={config.optim.warmup_steps} must be >= 1 (DeepSpeed's schedules need one)")
+    if t.collective_timeout_min is not None and t.collective_timeout_min <= 0:
+        problems.add(f"trainer.collective_timeout_min={t.collective_timeout_min} must be > 0, or null for "
+                     "DeepSpeed's default")
     if t.tile_tokens is not None and t.tile_tokens < 1:
         problems.add(f"trainer.tile_tokens={t.tile_tokens} must be >= 1, or null for the model's hidden_size")
     if t.grad_clip <= 0:

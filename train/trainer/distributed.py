@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import deepspeed
@@ -17,11 +17,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed() -> None:
+# How long ranks wait for the data caches to be built: tokenizing full PG-19 on one process
+# takes about 50 minutes (bench/RESULTS.md), far beyond a collective's usual timeout.
+DATA_WAIT = timedelta(hours=24)
+
+
+def init_distributed(timeout_min: float | None = None) -> None:
     """Join the process group that torchrun/the deepspeed launcher set up, or make a one-process one.
 
     Without a launcher DeepSpeed would go looking for MPI; a plain `python -m train.finetune`
-    is a world of one on this machine.
+    is a world of one on this machine. timeout_min: how long a collective may wait (null:
+    DeepSpeed's, from DEEPSPEED_TIMEOUT, 10 minutes by default).
     """
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
@@ -29,7 +35,20 @@ def init_distributed() -> None:
     accelerator = deepspeed.get_accelerator()
     if accelerator.device_name() != "cpu":
         accelerator.set_device(int(os.environ["LOCAL_RANK"]))
-    deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
+    timeout = {} if timeout_min is None else {"timeout": timedelta(minutes=timeout_min)}
+    deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name(), **timeout)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def wait_long() -> None:
+    """A barrier that may wait DATA_WAIT: on a gloo group of its own, so the training group's
+    timeout (and NCCL's watchdog) does not apply while a node builds the data caches."""
+    group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
+    dist.barrier(group=group)
+    dist.destroy_process_group(group)
 
 
 def rank() -> int:

@@ -64,7 +64,7 @@ class Components:
 def setup(config: FinetuneConfig) -> Components:
     """The run's components, every check done: a run that cannot work stops here, before the loop."""
     stop, started = StopRequest(), time.monotonic()
-    distributed.init_distributed()
+    distributed.init_distributed(config.trainer.collective_timeout_min)
     set_seed(config.seed)
     run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
     resume_from = resume_point(config.resume, run_dir)
@@ -109,11 +109,17 @@ def check_same_model(folder: Path, config: PretrainedConfig) -> None:
 
 
 def _datasets(config: FinetuneConfig, tokenizer) -> tuple[PackedDataset, PackedDataset | None]:
-    # Rank 0 tokenizes; the others then open its cache instead of repeating the work.
-    if distributed.is_main():
+    """The first rank of every node builds the caches (or finds them built: a cache shared by the
+    nodes is safe to race for, node-local disks each get their own); the others then open them.
+    The wait can take long on a fresh cache, so it is not a collective with the training timeout."""
+    builder = distributed.local_rank() == 0
+    if builder:
         splits = build_datasets(config.data, tokenizer)
-    torch.distributed.barrier()
-    if not distributed.is_main():
+    elif distributed.local_rank() == 1:
+        log.info("waiting for the first rank of this node to tokenize and pack the data (on a fresh cache "
+                 "this can take long; `python -m data.prepare` with the same data settings builds it ahead)")
+    distributed.wait_long()
+    if not builder:
         splits = build_datasets(config.data, tokenizer)
     return splits["train"], splits.get("validation")
 
