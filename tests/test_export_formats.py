@@ -5,12 +5,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from conf import ModelConfig
 from train.coca import CocaAttention, convert_to_coca
 from train.coca_folder import SHIPPED_FILES
 from train.export import export
 from train.generate import generate
 from train.inference.config import ExportConfig, GenerateConfig
 from train.model import load_pretrained
+from train.trainer.build import build_model, model_config
 
 IDS = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
 
@@ -45,6 +47,12 @@ def test_earlier_exports_load_as_coca_and_re_export_to_the_new_format(variant, t
     new = export(ExportConfig(checkpoint=str(old), output=str(tmp_path / "new")))
     assert json.loads((new / "config.json").read_text())["model_type"] == "coca_llama"
     assert torch.equal(logits(load_pretrained(new)), logits(original))
+    # Fine-tuning from an export (model.name_or_path) builds the plain LLaMA + CoCA the trainer saves.
+    cfg = ModelConfig(name_or_path=str(new), tokenizer="sample", attention=variant)
+    config = model_config(cfg, sample_tokenizer)
+    assert type(config) is LlamaConfig and not hasattr(config, "auto_map")
+    built = build_model(cfg, config)
+    assert type(built) is LlamaForCausalLM and torch.equal(logits(built), logits(original))
     prompt = dict(prompt="The sky", max_new_tokens=5)
     assert generate(GenerateConfig(checkpoint=str(old), **prompt)) == generate(GenerateConfig(checkpoint=str(new),
                                                                                               **prompt))
