@@ -12,7 +12,9 @@ from conf.checks import Problems
 from conf.data_schema import DataConfig
 
 # The values some keys allow.
-VARIANTS = ("vanilla", "slack", "exact")  # model.attention: CoCA's variants (train.coca)
+# model.attention: CoCA's variants. train/coca.py repeats them (it ships alone in exports and
+# cannot import conf); tests/test_hub.py keeps the two equal.
+VARIANTS = ("vanilla", "slack", "exact")
 T_INITS = ("k_proj", "random")  # model.t_init
 TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)

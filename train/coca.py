@@ -15,10 +15,14 @@ W_t keeps the checkpoint name `k_proj`: a vanilla checkpoint and a CoCA checkpoi
 same keys, so both load through `from_pretrained` (sharded, ZeRO-3 partitioned) with no
 missing or unexpected keys. What tells them apart is `config.coca_variant`, which
 `train.model.load_pretrained` and `train.inference.load.load_model` read to convert the model they load.
+
+This file imports only torch and transformers: `python -m train.export` ships it verbatim beside
+the weights (with modeling_coca_llama.py), so that `trust_remote_code=True` runs this very code.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Callable
 
 import torch
@@ -27,13 +31,21 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-from conf.checks import check_choice
-from conf.schema import T_INITS, VARIANTS
-
 # Models whose attention is LLaMA's: separate q/k/v/o projections, RoPE on the half-split
 # layout, no norms on q or k. Qwen3/Gemma (q_norm, k_norm) and Phi-3 (fused qkv) are not.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+# coca_llama is an exported CoCA LLaMA (modeling_coca_llama.py).
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "coca_llama")
 CONFIG_KEY = "coca_variant"
+# conf/schema.py holds the same tuples for the config checks (tests/test_hub.py keeps them equal):
+# this file cannot import the project's conf package, since exports ship it alone.
+VARIANTS = ("vanilla", "slack", "exact")
+T_INITS = ("k_proj", "random")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """conf.checks.check_choice's message, for the same reason as VARIANTS."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -182,7 +194,9 @@ def _gathered(params: list[nn.Parameter]):
     """Whole parameters to modify: ZeRO-3 partitions them, and rank 0's new values are shared."""
     if not any(hasattr(p, "ds_id") for p in params):
         return contextlib.nullcontext()
-    import deepspeed
+    # DeepSpeed made these parameters, so it is imported. No import statement here: transformers
+    # refuses shipped code whose imports (even inside functions) are not installed.
+    deepspeed = sys.modules["deepspeed"]
 
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 

@@ -1,9 +1,10 @@
-"""Export a checkpoint to a transformers folder: `python -m train.export checkpoint=PATH output=DIR`.
+"""Export a checkpoint to a transformers folder: `python -m train.export checkpoint=PATH output=DIR [push_to_hub=owner/name]`.
 
 Any ZeRO stage and number of ranks: DeepSpeed's zero_to_fp32 consolidates the shards on the
-CPU. The folder holds safetensors weights, config.json (with `coca_variant`) and the
-tokenizer; `train.model.load_pretrained(DIR)` gives the checkpoint's model back. A plain
-`from_pretrained` needs `convert_to_coca(model, model.config.coca_variant)` after it.
+CPU. The folder holds safetensors weights, config.json, the tokenizer and a model card; a CoCA
+model also its custom code (train/coca_folder.py), so that transformers loads it as CoCA with
+trust_remote_code=True and refuses it without. `train.model.load_pretrained(DIR)` gives the
+checkpoint's model back. push_to_hub uploads the folder (train/inference/hub.py).
 """
 import hydra
 from hydra.core.config_store import ConfigStore

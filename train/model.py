@@ -11,12 +11,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from conf.checks import check_choice
 from conf.schema import DTYPE_NAMES
 from train.coca import CONFIG_KEY, convert_to_coca
+from train.coca_folder import is_coca_export, llama_config_dict
+
+
+def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
+    """`AutoConfig.from_pretrained`, reading a CoCA export (model_type coca_llama, train/coca_folder.py)
+    as the LlamaConfig with `coca_variant` the project's models use, once its shipped code checks out.
+    An earlier version's export, or any LLaMA-family folder, reads as it is."""
+    config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
+    if is_coca_export(config_dict):
+        return LlamaConfig.from_dict(llama_config_dict(name_or_path, config_dict))
+    return AutoConfig.from_pretrained(name_or_path)
 
 
 def load_pretrained(name_or_path: str | os.PathLike, **from_pretrained_kwargs) -> PreTrainedModel:
@@ -24,8 +35,11 @@ def load_pretrained(name_or_path: str | os.PathLike, **from_pretrained_kwargs) -
 
     W_t is stored as `k_proj`, so the weights load as they are; only the attention forward
     differs, and `config.coca_variant` says which one the checkpoint was trained with.
+    A CoCA export loads through its LLaMA config (`load_config`), so no remote code runs here.
     With output_loading_info=True, returns (model, loading_info) like `from_pretrained`.
     """
+    if from_pretrained_kwargs.get("config") is None:
+        from_pretrained_kwargs["config"] = load_config(name_or_path)
     loaded = AutoModelForCausalLM.from_pretrained(name_or_path, **from_pretrained_kwargs)
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     variant = getattr(model.config, CONFIG_KEY, None)

@@ -5,7 +5,7 @@
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from conf import MISSING, ModelConfig, Problems
 from conf.schema import DTYPE_NAMES
@@ -13,9 +13,10 @@ from conf.schema import DTYPE_NAMES
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = MISSING  # a run_dir or a step-N folder (any ZeRO stage, any number of ranks)
+    checkpoint: str = MISSING  # a run_dir, a step-N folder (any ZeRO stage, any number of ranks) or an export
     output: str = MISSING  # a new folder
     dtype: str = "float32"  # float32 (ZeRO's fp32 master weights, lossless) | bfloat16 | float16
+    push_to_hub: Optional[str] = None  # a Hub repo id, owner/name: upload the export there (train/inference/hub.py)
 
 
 @dataclass
@@ -38,6 +39,13 @@ def validate_export(config: ExportConfig) -> None:
     output = Path(config.output).expanduser().absolute()
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
         problems.add(f"output={config.output!r} exists and is not an empty folder: give a new folder")
+    if config.push_to_hub is not None:
+        from train.inference.hub import check_repo_id  # the Hub client only where it is asked for
+
+        try:
+            check_repo_id(config.push_to_hub)
+        except ValueError as error:
+            problems.found.append(error)
     problems.raise_if_any()
 
 

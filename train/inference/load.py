@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
-from train.model import DTYPES, apply_rope_scaling, load_pretrained
+from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained
 from train.trainer import checkpoint as checkpoints
 from train.trainer.state import STATE_FILE, read_state
 
@@ -64,7 +64,7 @@ def _is_transformers_folder(folder: Path) -> bool:
 
 def checkpoint_config(ckpt: Checkpoint, rope_scaling: Mapping[str, Any] | None, key: str) -> PretrainedConfig:
     """The checkpoint's config.json, with `rope_scaling` (config key `key`) merged into its RoPE."""
-    return apply_rope_scaling(AutoConfig.from_pretrained(ckpt.folder), rope_scaling, key)
+    return apply_rope_scaling(load_config(ckpt.folder), rope_scaling, key)
 
 
 def load_model(
@@ -82,12 +82,16 @@ def load_model(
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
         if model_class is None:
             raise ValueError(f"{ckpt.folder}/config.json: model_type={config.model_type!r} has no causal LM class")
+        variant = getattr(config, CONFIG_KEY, None)
+        if variant is None:
+            # The trainer records the variant even for vanilla: without it, CoCA and vanilla look alike.
+            raise ValueError(f"{ckpt.folder}/config.json lacks {CONFIG_KEY}, so a CoCA checkpoint cannot be told "
+                             f"from a vanilla one: add \"{CONFIG_KEY}\": the run's model.attention "
+                             f"(vanilla, slack or exact)")
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
         # from_pretrained with no path builds the model on the meta device and loads this state dict.
         model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
-        variant = getattr(config, CONFIG_KEY, None)
-        if variant is not None:
-            convert_to_coca(model, variant)
+        convert_to_coca(model, variant)
     _check_loaded(ckpt.folder, info)
     model.config.use_cache = True  # the trainer switches it off; generation wants it
     return model.eval()

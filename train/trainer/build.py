@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     LlamaConfig,
     PretrainedConfig,
@@ -21,7 +20,7 @@ from transformers import (
 from conf import ModelConfig
 from data.tokenizer import looks_like_path
 from train.coca import CONFIG_KEY, convert_to_coca
-from train.model import DTYPES, apply_rope_scaling
+from train.model import DTYPES, apply_rope_scaling, load_config
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pretra
         if cfg.arch:
             raise ValueError(f"model.arch is only for random init, but model.name_or_path={cfg.name_or_path!r} is set")
         try:
-            config = AutoConfig.from_pretrained(cfg.name_or_path)
+            config = load_config(cfg.name_or_path)
         except OSError as error:
             raise FileNotFoundError(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
     return apply_rope_scaling(config, cfg.rope_scaling, "model.rope_scaling")
