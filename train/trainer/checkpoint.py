@@ -138,7 +138,7 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
         if found is not None:
             if (problem := damage(found)) is not None:
                 raise ValueError(f"{resume!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
-                                 "give an earlier step folder, or resume=auto to take the newest sound one")
+                                 "name an earlier step folder")
             return found
     raise FileNotFoundError(
         f"resume={resume!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
