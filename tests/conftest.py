@@ -34,3 +34,15 @@ def env(tmp_path_factory):
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
             "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
             "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """In-process models on one thread: the tiny model's matmuls are far slower split over
+    threads on a busy 2-core machine. Modules opt in with pytestmark = usefixtures."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

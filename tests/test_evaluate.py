@@ -33,13 +33,7 @@ SMALL_DATA = ["data.seq_len=64", "data.sample.num_books=6", "data.sample.words_p
 STEP = "step-00000002"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's matmuls are far slower split over threads on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(run_dir, env, *extra, nproc=1):

@@ -31,12 +31,7 @@ DYNAMIC = {"rope_type": "dynamic", "factor": 4.0}
 BACKENDS = ["eager", "sdpa"] + (["flex_attention"] if is_torch_flex_attn_available() else [])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["slack", "exact"])

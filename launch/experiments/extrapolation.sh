@@ -8,7 +8,7 @@
 # (the tables) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
 . "$(dirname "$0")/common.sh"
 RUNS=("$ROOT/extrapolation_vanilla" "$ROOT/extrapolation_slack" "$ROOT/extrapolation_exact")
-if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=700 trainer.eval_every=350 trainer.save_every=700); fi
+if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=1000 trainer.eval_every=500 trainer.save_every=1000 optim.lr=1e-3 optim.warmup_steps=50); fi
 
 python -m train.finetune -m +experiment=extrapolation_vanilla,extrapolation_slack,extrapolation_exact \
     "${TRAIN_ARGS[@]}" "$@"

@@ -44,7 +44,12 @@ def plot_runs(runs: list[dict[str, Any]], out: Path, labels: list[str] | None = 
         ax.set_ylabel("perplexity" if name == "perplexity" else "passkey accuracy")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize="small")
+            # Many runs: the legend goes beside the panel, where it hides no line.
+            beside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)} if len(ax.lines) > 6 else {}
+            ax.legend(fontsize="small", **beside)
+            if beside:
+                width, height = fig.get_size_inches()
+                fig.set_size_inches(width + 4.5, height)
     if "perplexity" in axes:
         axes["perplexity"].set_yscale("log")
     if "passkey" in axes:
@@ -53,6 +58,6 @@ def plot_runs(runs: list[dict[str, Any]], out: Path, labels: list[str] | None = 
         fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # keeps a legend placed beside the panel
     plt.close(fig)
     return out
