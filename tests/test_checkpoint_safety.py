@@ -9,6 +9,7 @@ import pytest
 
 from tests.runs import QUICK, REPO, finetune, losses
 from train.cli import EXIT_BAD_INPUT
+from train.trainer.checkpoint import damage
 
 # Saves at steps 4 and 8, both kept.
 ARGS = [*QUICK, "logger.mode=disabled"]
@@ -114,7 +115,6 @@ def test_kill_9_at_random_moments_never_leaves_a_checkpoint_that_fails(env, tmp_
         proc.communicate()
         latest = (run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text())
         assert (latest / "trainer_state.json").is_file()
-        from train.trainer.checkpoint import damage
         assert damage(latest) is None
     code, out = finetune(args, env, REPO)
     assert code == 0, out

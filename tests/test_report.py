@@ -49,3 +49,14 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, args, message):
         report_main([run, *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_readme_results_are_the_report_commands_tables_unedited():
+    """bench/experiments/*.md are train.report's output for the published runs; the README
+    shows them as they are, so a hand edit of either one fails here."""
+    from tests.runs import REPO
+
+    readme = (REPO / "README.md").read_text()
+    for name in ("extrapolation", "conversion", "quick-extrapolation"):
+        table = (REPO / "bench" / "experiments" / f"{name}.md").read_text().strip()
+        assert table.startswith("| run | RoPE at eval |") and table in readme, name

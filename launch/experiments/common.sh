@@ -8,6 +8,7 @@ set -euo pipefail
 QUICK=${QUICK:-0}
 if ((QUICK)); then ROOT=${ROOT:-outputs/quick}; else ROOT=${ROOT:-outputs/experiments}; fi
 SEQ_LEN=${SEQ_LEN:-128}
+[[ $SEQ_LEN =~ ^[1-9][0-9]*$ ]] || { echo "SEQ_LEN=$SEQ_LEN must be a positive whole number of tokens" >&2; exit 2; }
 DATA=${DATA:-../shared/data/pg19-sample}
 L=$SEQ_LEN
 TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddings=$L" "run_dir=$ROOT/\${name}")

@@ -49,7 +49,7 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{ppl['num_docs']} documents of {ppl['data']}, each cut to {ppl['doc_tokens']} tokens; "
                   f"sliding windows moved by {ppl['stride']} tokens.", "",
                   markdown_table(["window"] + [length_name(r["length"]) for r in rows],
-                         [["perplexity"] + [_number(r["ppl"]) for r in rows]]), ""]
+                         [["perplexity"] + [number(r["ppl"]) for r in rows]]), ""]
     passkey = results["passkey"]
     if passkey is not None:
         rows = passkey["by_length"]
@@ -73,7 +73,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
     return "inf" if value is None or math.isinf(value) else f"{value:.2f}"
 
 

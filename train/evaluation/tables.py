@@ -7,17 +7,14 @@ line says that none does, rather than a table of zeros.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from train.evaluation.report import length_name, markdown_table
+from train.evaluation.report import length_name, markdown_table, number
 
 
 def _ppl(row: dict[str, Any]) -> float:
     return float("inf") if row["ppl"] is None else row["ppl"]
-
-
-def _number(value: float) -> str:
-    return "inf" if value == float("inf") else f"{value:.2f}"
 
 
 def _rope(run: dict[str, Any]) -> str:
@@ -50,7 +47,8 @@ def perplexity_table(runs: list[dict[str, Any]], against: list[str]) -> str:
         rows = run["perplexity"]["by_length"]
         ratio = _ppl(rows[-1]) / _ppl(rows[0])
         change = [f"{100 * (_in_window(run) / _in_window(by_label[label]) - 1):+.1f}%" for label in against]
-        body.append([run["label"], _rope(run), *(_number(_ppl(r)) for r in rows), _number(ratio) + ("x" if ratio != float("inf") else ""), *change])
+        ratio_text = number(ratio) + ("" if math.isinf(ratio) else "x")
+        body.append([run["label"], _rope(run), *(number(_ppl(r)) for r in rows), ratio_text, *change])
     return markdown_table(header, body)
 
 

@@ -245,10 +245,12 @@ def _frozen_weights_from_module_state(engine, weights_only: bool):
             param.requires_grad_(False)
 
 
-def model_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The model's weights in a step folder saved under ZeRO stage 0-2, whose model-states file
-    holds them whole (ZeRO-3 partitions them over the ranks' files instead)."""
+def model_weights(folder: Path, suffixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The model's weights whose names end in `suffixes`, from a step folder saved under ZeRO
+    stage 0-2, whose model-states file holds them whole (ZeRO-3 partitions them over the ranks'
+    files instead). Memory-mapped: only the weights asked for are read."""
     states = folder / "mp_rank_00_model_states.pt"
     if not states.is_file():
         raise FileNotFoundError(f"{states} does not exist: expected a checkpoint saved under ZeRO stage 0, 1 or 2")
-    return torch.load(states, map_location="cpu", weights_only=False)["module"]
+    module = torch.load(states, map_location="cpu", weights_only=False, mmap=True)["module"]
+    return {name: value.clone() for name, value in module.items() if name.endswith(suffixes)}

@@ -187,7 +187,7 @@ def _distiller(config: FinetuneConfig, engine) -> AttentionDistiller | None:
         return None
     parent = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
     log.info("attention distillation against the vanilla attention of %s", parent)
-    return AttentionDistiller(engine.module, checkpoint.model_weights(parent))
+    return AttentionDistiller(engine.module, checkpoint.model_weights(parent, ("k_proj.weight", "k_proj.bias")))
 
 
 def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:
