@@ -128,6 +128,11 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("trainer.loss", t.loss, LOSSES)
     if t.loss == "attention_distill":
         _check_distillation(config, problems)
+    if t.precision == "fp16" and m.attention != "vanilla" and m.attn_implementation == "eager":
+        # bench/precision.py: sdpa and flash keep the scores in fp32; eager stores them in fp16.
+        problems.add(f"trainer.precision=fp16 with model.attn_implementation=eager is refused for "
+                     f"model.attention={m.attention}: eager keeps the logits in fp16, and CoCA's (cubic in the "
+                     "projections) pass 65504 at outlier channels of ~50; use sdpa or flash_attention_2, or bf16")
     problems.choice("optim.schedule", config.optim.schedule, SCHEDULES)
     problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
     for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",

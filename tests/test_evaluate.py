@@ -114,6 +114,24 @@ def test_sliding_windows_match_the_textbook_loop_at_any_batch_size(model):
         assert result.nll == pytest.approx(nll / count, rel=1e-6)
 
 
+def test_dynamic_ntk_scores_each_length_as_if_it_came_first():
+    """transformers keeps dynamic NTK's frequencies from the longest sequence seen; evaluation resets
+    them, so perplexity and passkey at 24 tokens do not depend on having measured 48 first."""
+    from tests.test_coca import ROPE, tiny_config, tiny_model
+
+    model = convert_to_coca(tiny_model(config=tiny_config(rope=ROPE["dynamic"]), dtype=torch.float32), "slack")
+    docs = [torch.randint(0, 97, (48,), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+    def first_24_loss():
+        with torch.no_grad():
+            return torch.stack([model(doc[None, :24], labels=doc[None, :24]).loss for doc in docs]).mean().item()
+
+    before, fresh = first_24_loss(), sliding_window_perplexity(model, docs, 24, 8, batch_size=2).nll
+    sliding_window_perplexity(model, docs, 48, 8, batch_size=2)
+    assert first_24_loss() != pytest.approx(before, rel=1e-4)  # transformers' memory: 48's frequencies
+    assert sliding_window_perplexity(model, docs, 24, 8, batch_size=2).nll == fresh
+
+
 # --- passkey ---------------------------------------------------------------------------------
 
 def tokenizers(trained_dir):

@@ -64,28 +64,37 @@ def _rope_of_doubled(s: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 
 
 def coca_query_key(
-    query: torch.Tensor, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, variant: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries and keys whose plain dot product is the score of `variant`.
+    query: torch.Tensor, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, variant: str, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Queries and keys whose plain dot product, times the returned factor, is the logit of `variant`.
 
-    query (B, H, S, d), t (B, Hkv, S, d): projections before RoPE.
+    query (B, H, S, d), t (B, Hkv, S, d): projections before RoPE, in the model's dtype.
     cos, sin (B, S, d): the model's rotary tables (any rope scaling is already in them).
-    Returns Q' (B, H, S, d) and K' (B, Hkv, S, d).
+    scaling: the layer's softmax scale. Returns Q' (B, H, S, d), K' (B, Hkv, S, d), both in
+    query's dtype, and the scale the kernel applies.
+
+    Vanilla is RoPE as transformers computes it. CoCA's Q' grows like |q|^2, its logits like
+    |q|^2 |k|, so in half precision it is prepared in fp32 and `scaling` is folded into Q' before
+    the one rounding back: fp16 then holds Q' up to |q_j| ~ 860 instead of ~ 256, and slack's
+    Q' carries one rounding instead of four (bench/precision.py measures both).
     """
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
     if variant == "vanilla":
-        return _rope(query, cos, sin), _rope(t, cos, sin)
+        return _rope(query, cos, sin), _rope(t, cos, sin), scaling
+    dtype = query.dtype
+    query, t, cos, sin = (x.to(torch.promote_types(x.dtype, torch.float32)) for x in (query, t, cos, sin))
     half = t.shape[-1] // 2
     # The means' halving, relu(x) / 2 == relu(x / 2), moves into the (head-free) tables.
     cos_half, sin_half = cos / 2, sin / 2
     c2 = F.relu(t[..., :half] + t[..., half:])  # (B, Hkv, S, d/2): twice the scalar per 2-D slice
-    key = _rope_of_doubled(c2, cos_half, sin_half)
+    key = _rope_of_doubled(c2, cos_half, sin_half).to(dtype)
     if variant == "slack":
         # q * RoPE(q) = q^2 cos + cat(-q1 q2, q1 q2) sin: autograd keeps q alone, not RoPE(q) too.
         p = query[..., :half] * query[..., half:]
-        return query.square() * cos + torch.cat((-p, p), dim=-1) * sin, key
+        prepared = query.square() * (cos * scaling) + torch.cat((-p, p), dim=-1) * (sin * scaling)
+        return prepared.to(dtype), key, 1.0
     a2 = query[..., :half].square() + query[..., half:].square()  # |q_j|^2 = 2a, halved by the tables
-    return _rope_of_doubled(a2, cos_half, sin_half), key
+    return _rope_of_doubled(a2, cos_half * scaling, sin_half * scaling).to(dtype), key, 1.0
 
 
 class CocaAttention(nn.Module):
@@ -135,7 +144,7 @@ class CocaAttention(nn.Module):
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, Hkv, S, d)
 
         cos, sin = position_embeddings
-        query, key = coca_query_key(query, t, cos, sin, self.variant)
+        query, key, scaling = coca_query_key(query, t, cos, sin, self.variant, self.scaling)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -151,7 +160,7 @@ class CocaAttention(nn.Module):
             value,
             attention_mask,
             dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
+            scaling=scaling,
             **kwargs,
         )
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()

@@ -15,6 +15,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from train.evaluation.rope_state import forget_longer_sequences
+
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
 FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
@@ -75,6 +77,7 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: P
     device = next(model.parameters()).device
     ids = torch.tensor([prompt.input_ids], device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forget_longer_sequences(model)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
                          use_cache=True, pad_token_id=pad)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
+from train.evaluation.rope_state import forget_longer_sequences
+
 # Positions per output-projection call: the logits of a 32K window (32K x 32K vocab in fp32,
 # 4 GiB) are never held at once.
 _LOGIT_CHUNK = 4096
@@ -52,6 +54,7 @@ def sliding_window_perplexity(model: PreTrainedModel, docs: list[torch.Tensor], 
     plan = [(doc, start, scored) for doc, ids in enumerate(docs) for start, scored in plan_windows(len(ids), length,
                                                                                                      stride)]
     device = next(model.parameters()).device
+    forget_longer_sequences(model)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for first in tqdm(range(0, len(plan), batch_size), desc=f"perplexity {length}", unit="batch", dynamic_ncols=True):
         batch = plan[first:first + batch_size]

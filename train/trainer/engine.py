@@ -9,6 +9,16 @@ from torch import nn
 from conf import FinetuneConfig
 
 
+def check_precision(precision: str) -> None:
+    """DeepSpeed would refuse an unsupported half precision only once the model is built."""
+    accelerator = deepspeed.get_accelerator()
+    supported = {"fp32": True, "bf16": accelerator.is_bf16_supported(), "fp16": accelerator.is_fp16_supported()}
+    if not supported[precision]:
+        allowed = ", ".join(name for name, ok in supported.items() if ok)
+        raise ValueError(f"trainer.precision={precision} is not supported on this device "
+                         f"({accelerator.device_name()}); choose one of {allowed}")
+
+
 def deepspeed_config(config: FinetuneConfig) -> dict:
     """The `deepspeed` group plus precision, optimizer and schedule, which have one home each."""
     ds = copy.deepcopy(config.deepspeed)

@@ -26,7 +26,7 @@ from train.parallel.memory import Setting, check_fits
 from train.trainer import checkpoint, distributed
 from train.trainer.build import build_model, model_config
 from train.trainer.distill import AttentionDistiller
-from train.trainer.engine import build_engine, deepspeed_config
+from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.trainer.resume import resume_point
 from train.trainer.state import TrainerState, saved_world_size
@@ -65,6 +65,7 @@ def setup(config: FinetuneConfig) -> Components:
     """The run's components, every check done: a run that cannot work stops here, before the loop."""
     stop, started = StopRequest(), time.monotonic()
     distributed.init_distributed(config.trainer.collective_timeout_min)
+    check_precision(config.trainer.precision)
     set_seed(config.seed)
     run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
     resume_from = resume_point(config.resume, run_dir)
