@@ -61,27 +61,29 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 # ---------------------------------------------------------------- the layer under test
 
 
-def build_layers(device: torch.device, dtype: torch.dtype, max_positions: int):
+def build_layers(device: torch.device, dtype: torch.dtype, max_positions: int, hidden: int = HIDDEN,
+                 heads: int = HEADS, attn_implementation: str = "sdpa"):
     """Real `CocaAttention` layers, one per variant, sharing one set of projections.
 
     A 1-layer LLaMA model is converted by the project's `convert_to_coca`; every variant (and
     the nxn-* rows, through the slack layer) then runs the same weights. Returns
-    ({variant: layer}, the model's LlamaRotaryEmbedding).
+    ({variant: layer}, the model's LlamaRotaryEmbedding). bench/gpu_check.py asks for other
+    shapes and kernels.
     """
     from transformers import LlamaConfig, LlamaModel
 
     from train.coca import CocaAttention, convert_to_coca
 
     config = LlamaConfig(
-        hidden_size=HIDDEN,
-        num_attention_heads=HEADS,
-        num_key_value_heads=HEADS,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         num_hidden_layers=1,
         # The MLP and the embedding never run: tiny, so the resident baseline is attention.
         intermediate_size=8,
         vocab_size=8,
         max_position_embeddings=max(max_positions, 4096),
-        attn_implementation="sdpa",
+        attn_implementation=attn_implementation,
     )
     model = LlamaModel(config)
     convert_to_coca(model, variant="slack")
@@ -292,9 +294,9 @@ class Inputs:
     sin: torch.Tensor  # (B, N, d)
 
 
-def make_inputs(rotary: nn.Module, n: int, device: torch.device, dtype: torch.dtype) -> Inputs:
-    hidden = torch.randn(BATCH, n, HIDDEN, device=device, dtype=dtype, requires_grad=True)  # (B, N, hidden)
-    grad_out = torch.randn(BATCH, n, HIDDEN, device=device, dtype=dtype)  # (B, N, hidden)
+def make_inputs(rotary: nn.Module, n: int, device: torch.device, dtype: torch.dtype, width: int = HIDDEN) -> Inputs:
+    hidden = torch.randn(BATCH, n, width, device=device, dtype=dtype, requires_grad=True)  # (B, N, hidden)
+    grad_out = torch.randn(BATCH, n, width, device=device, dtype=dtype)  # (B, N, hidden)
     positions = torch.arange(n, device=device)[None].expand(BATCH, -1)  # (B, N)
     # The model computes the rotary tables once for all layers: not a per-layer cost.
     with torch.no_grad():

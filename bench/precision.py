@@ -66,16 +66,16 @@ def draw(length: int, heads: int, magnitude: float, generator: torch.Generator) 
     return x
 
 
-def rotary_tables(length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(length: int, dtype: torch.dtype, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin (1, length, HEAD_DIM) as a LLaMA model hands them to its layers in `dtype`."""
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     config = LlamaConfig(hidden_size=HEAD_DIM * HEADS, num_attention_heads=HEADS, max_position_embeddings=length)
-    rotary = LlamaRotaryEmbedding(config)
-    positions = torch.arange(length).unsqueeze(0)
+    rotary = LlamaRotaryEmbedding(config).to(device)
+    positions = torch.arange(length, device=device).unsqueeze(0)
     if dtype != torch.float64:
-        return rotary(torch.empty(0, dtype=dtype), positions)
+        return rotary(torch.empty(0, dtype=dtype, device=device), positions)
     angles = positions[..., None].double() * rotary.inv_freq.double()
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
@@ -106,17 +106,19 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return ((value.double() - reference).norm() / reference.norm()).item()
 
 
-def measure(dtype_name: str, length: int, magnitude: float, queries: int, seed: int = 0) -> list[Row]:
-    """One row per variant, all on the same draws."""
+def measure(dtype_name: str, length: int, magnitude: float, queries: int, seed: int = 0,
+            device: str = "cpu") -> list[Row]:
+    """One row per variant, all on the same draws (made on the CPU, so equal on any device)."""
     generator = torch.Generator().manual_seed(seed)
     q, t = draw(length, HEADS, magnitude, generator), draw(length, KV_HEADS, magnitude, generator)
     v = torch.randn(1, KV_HEADS, length, HEAD_DIM, generator=generator, dtype=torch.float64)
+    q, t, v = q.to(device), t.to(device), v.to(device)
     dtype = DTYPES[dtype_name]
     scaling = HEAD_DIM**-0.5
-    tables = {d: rotary_tables(length, d) for d in (dtype, torch.float64)}
+    tables = {d: rotary_tables(length, d, device) for d in (dtype, torch.float64)}
     first = length - queries
-    visible = torch.arange(length) <= torch.arange(first, length)[:, None]  # (queries, length), causal
-    masks = {d: torch.zeros(visible.shape, dtype=d).masked_fill(~visible, torch.finfo(d).min)[None, None]
+    visible = torch.arange(length, device=device) <= torch.arange(first, length, device=device)[:, None]  # causal
+    masks = {d: torch.zeros(visible.shape, dtype=d, device=device).masked_fill(~visible, torch.finfo(d).min)[None, None]
              for d in (dtype, torch.float64)}
     rows = []
     for variant in VARIANTS:

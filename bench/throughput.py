@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,34 +30,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.models import LLAMA_1B, LLAMA_7B, matmul_flops  # noqa: E402
 from train.trainer.metrics import flops_per_token  # noqa: E402
 
-# LLaMA-architecture shapes with LLaMA's 32000-token vocabulary (random weights, the sample
-# corpus tokenized with the project's small BPE: ids fit, the head is full size). On a GPU:
-# bf16, SDPA, gradient checkpointing; the 7B shape also wants ZeRO-3 offload on one GPU.
+# LLaMA-architecture shapes (random weights, the sample corpus tokenized with the project's
+# small BPE: ids fit, the head is full size). On a GPU: bf16, SDPA, gradient checkpointing;
+# the 7B shape also wants ZeRO-3 offload on one GPU.
 ARCH = "++model.arch.{}={}"
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                num_key_value_heads=4, vocab_size=32000)  # TinyLlama-1.1B's shape
-LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                num_key_value_heads=32, vocab_size=32000)
 SHAPES = {"tiny": [], **{name: [ARCH.format(k, v) for k, v in arch.items()]
                          for name, arch in (("1b", LLAMA_1B), ("7b", LLAMA_7B))}}
 GPU = ["trainer.precision=bf16", "model.gradient_checkpointing=true", "trainer.micro_batch_size=1"]
-
-
-def matmul_flops(device: str, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 class RunFailed(RuntimeError):

@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.throughput import LLAMA_1B, LLAMA_7B  # noqa: E402
+from bench.models import LLAMA_1B, LLAMA_7B  # noqa: E402
 from train.trainer.metrics import flops_per_token  # noqa: E402
 
 SHAPES = {"1b": LlamaConfig(**LLAMA_1B), "7b": LlamaConfig(**LLAMA_7B)}

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench import throughput, ulysses
 from tests.runs import REPO
@@ -44,3 +45,25 @@ def test_throughput_shapes_are_valid_overrides(env, shape):
     assert out.returncode == 0, out.stderr
     assert "num_hidden_layers: " + ("22" if shape == "1b" else "32") in out.stdout
     assert "vocab_size: 32000" in out.stdout and "precision: bf16" in out.stdout
+
+
+def test_gpu_check_dry_run_runs_every_section_on_cpu(env, tmp_path):
+    """The GPU check is prepared here and run in short GPU slices: its dry run keeps it working."""
+    cmd = [sys.executable, "bench/gpu_check.py", "--dry-run", "--out", str(tmp_path), "--fuse", "always"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert report in out.stdout and "dry run" in report
+    for title in ("1. Attention layer", "2. Half-precision parity", "3. ~1B shape", "4. 7B shape", "5. Q'/K'"):
+        assert f"## {title}" in report, title
+    assert "Failed:" not in report, report
+    for row in ("| sdpa | 512 | exact |", "| bf16 | 512 | 32 | slack |", "| exact | torch.compile |"):
+        assert row in report, row
+    assert "Longest that fits: **" in report and "**none**" not in report
+
+
+def test_gpu_check_without_a_gpu_asks_for_the_dry_run(env):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    out = subprocess.run([sys.executable, "bench/gpu_check.py"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and "no GPU here: pass --dry-run" in out.stderr
