@@ -27,9 +27,14 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 MIN_JOB_AGE_S = 3600
 
 
+def _which(name: str) -> str | None:
+    # The daemons are in /usr/sbin, which is often not on a non-root PATH.
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def unavailable() -> str | None:
     """Why no private cluster can start here, or None."""
-    missing = [name for name in BINARIES if shutil.which(name) is None]
+    missing = [name for name in BINARIES if _which(name) is None]
     if missing:
         return f"SLURM/munge not installed ({', '.join(missing)} not found): apt-get install slurm-wlm munge"
     if os.geteuid() != 0:
@@ -152,9 +157,9 @@ def slurm_cluster() -> Iterator[Cluster]:
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, root, ignore_errors=True)
 
-        def daemon(*cmd: str) -> None:
-            log = stack.enter_context(open(root / f"{cmd[0]}.out", "w"))
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster.env)
+        def daemon(name: str, *args: str) -> None:
+            log = stack.enter_context(open(root / f"{name}.out", "w"))
+            proc = subprocess.Popen([_which(name), *args], stdout=log, stderr=subprocess.STDOUT, env=cluster.env)
             stack.callback(_stop, proc)
 
         daemon("munged", "--foreground", f"--socket={root}/munge.socket", f"--key-file={key}",
