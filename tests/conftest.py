@@ -1,5 +1,6 @@
 """Shared test setup: nothing is downloaded, and the real data is used only where it exists."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,11 @@ def env(tmp_path_factory):
     from tests.runs import REPO
 
     cache = tmp_path_factory.mktemp("cache")
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+    # The venv's bin first, as when it is activated (.ci/run): DeepSpeed JIT-builds its shm op with
+    # the first `ninja` on PATH, and the venv's (1.13) and the system's (1.11) log different command
+    # hashes for the same build file, so alternating between them rebuilds the op (~40 s) each time.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
             "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
             "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
 
