@@ -1,5 +1,6 @@
 """`python -m train.finetune` end to end: real Hydra, DeepSpeed (gloo on CPU), W&B offline."""
 import json
+import re
 import signal
 import time
 
@@ -134,25 +135,50 @@ def test_non_finite_steps_stop_the_run_without_a_checkpoint(env, tmp_path):
     assert not list((run_dir / "checkpoints").glob("step-*"))
 
 
+# Bad input fails fast with one line, through each path it can take (the Hydra composition path
+# is tests/test_bad_input.py's): validate() lists every bad value in one message, so one run
+# checks them all; setup-time checks raise one at a time, so one run takes that path and the
+# others are checked in-process against the same function the run calls (build.model_config).
+VALIDATED = [
+    ("model.attention=strict", "model.attention='strict' is not supported; choose one of vanilla, slack, exact"),
+    ("trainer.precision=fp8", "trainer.precision='fp8' is not supported; choose one of fp32, bf16, fp16"),
+    ("trainer.tile_tokens=0", "trainer.tile_tokens=0 must be >= 1, or null for the model's hidden_size"),
+    ("resume=/no/such/run", "resume='/no/such/run' does not exist"),
+]
+
+
+def test_bad_input_fails_fast_with_one_line(env, tmp_path):
+    started = time.time()
+    code, out = finetune([f"run_dir={tmp_path}", *(override for override, _ in VALIDATED)], env, REPO)
+    assert code != 0 and f"{len(VALIDATED)} problems: (1) " in out, out
+    for _, message in VALIDATED:
+        assert message in out, out
+    assert time.time() - started < 60
+
+
+def test_bad_model_input_found_at_setup_fails_fast_with_one_line(env, tmp_path):
+    started = time.time()
+    code, out = finetune([f"run_dir={tmp_path}", "model.name_or_path=./no/such/model"], env, REPO)
+    assert code != 0 and "model.name_or_path='./no/such/model' is not a folder" in out, out
+    assert time.time() - started < 60
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("trainer.max_stesp=3", "Key 'max_stesp' not in 'TrainerConfig'"),
-        ("model.attention=strict", "model.attention='strict' is not supported; choose one of vanilla, slack, exact"),
         ("model.name_or_path=./no/such/model", "model.name_or_path='./no/such/model' is not a folder"),
-        ("trainer.precision=fp8", "trainer.precision='fp8' is not supported; choose one of fp32, bf16, fp16"),
-        ("resume=/no/such/run", "resume='/no/such/run' does not exist"),
-        ("trainer.tile_tokens=0", "trainer.tile_tokens=0 must be >= 1, or null for the model's hidden_size"),
         ("+model.arch.vocab_size=100", "model.arch.vocab_size=100 is smaller than the tokenizer's 512 tokens"),
         ("model.rope_scaling={rope_type:ntk,factor:2}",
          "model.rope_scaling.rope_type='ntk' is not supported; choose one of default, linear, dynamic, yarn"),
     ],
 )
-def test_bad_input_fails_fast_with_one_line(env, tmp_path, override, message):
-    started = time.time()
-    code, out = finetune([f"run_dir={tmp_path}", override], env, REPO)
-    assert code != 0 and message in out, out
-    assert time.time() - started < 60
+def test_bad_model_input_is_refused_before_weights_load(sample_tokenizer, override, message):
+    from tests.test_config import compose_config
+    from train.trainer.build import model_config
+
+    config = compose_config(override)
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+        model_config(config.model, sample_tokenizer)
 
 
 def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weights(env, tmp_path):
