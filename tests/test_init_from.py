@@ -1,4 +1,5 @@
 """Converting a trained vanilla run to CoCA with `model.init_from`: what W_t starts from."""
+import pytest
 import torch
 
 from tests.runs import QUICK, REPO, finetune, losses, records, weights
@@ -8,10 +9,16 @@ COMMON = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
 FROZEN = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
 
 
-def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path):
-    parent = tmp_path / "parent"
-    code, out = finetune([f"run_dir={parent}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
+@pytest.fixture(scope="module")
+def parent(env, tmp_path_factory):
+    """A vanilla run trained two steps: the parent every conversion here starts from (read only)."""
+    run_dir = tmp_path_factory.mktemp("vanilla") / "parent"
+    code, out = finetune([f"run_dir={run_dir}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
     assert code == 0, out
+    return run_dir
+
+
+def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path, parent):
     children = {}
     for t_init in ("k_proj", "random"):
         child = tmp_path / t_init
@@ -28,10 +35,7 @@ def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path):
     assert abs(w_t.std().item() - 0.02) < 0.005
 
 
-def test_attention_distillation_trains_w_t_towards_the_parent_and_resumes_exactly(env, tmp_path):
-    parent = tmp_path / "parent"
-    code, out = finetune([f"run_dir={parent}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
-    assert code == 0, out
+def test_attention_distillation_trains_w_t_towards_the_parent_and_resumes_exactly(env, tmp_path, parent):
     distill = [*COMMON, "model.attention=slack", "model.trainable=t_only", "trainer.loss=attention_distill",
                f"model.init_from={parent}", "trainer.save_every=2", "optim.lr=3e-3", "optim.warmup_steps=1"]
     whole, halves = tmp_path / "whole", tmp_path / "halves"
