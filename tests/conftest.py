@@ -51,3 +51,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shared_run(env, tmp_path_factory):
+    """`shared_run(*args)`: the run dir of `finetune args`, trained once per session for each args.
+
+    For reference runs that several tests compare against and only read: a test that changes a
+    run must copy it first (shutil.copytree)."""
+    from tests.runs import REPO, finetune
+
+    runs = {}
+
+    def run(*args: str) -> Path:
+        if args not in runs:
+            run_dir = tmp_path_factory.mktemp("shared-run") / "run"
+            code, out = finetune([f"run_dir={run_dir}", *args], env, REPO)
+            assert code == 0, out
+            runs[args] = run_dir
+        return runs[args]
+
+    return run
