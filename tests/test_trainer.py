@@ -42,43 +42,51 @@ def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
     assert state["wandb_run_id"] in wandb_run.name and state["step"] == 30
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_stop_signal_saves_exits_with_code_and_resume_matches(env, tmp_path, uninterrupted, stop_signal):
+def test_stop_signals_save_and_exit_with_code_a_kill_keeps_the_last_checkpoint_and_resumes_match(
+        env, tmp_path, uninterrupted):
+    """One run, as a preemptible job lives it: stopped by SIGTERM, requeued and stopped by SIGUSR1,
+    requeued and killed (a half-written later checkpoint left behind), requeued to the end; every
+    requeue is the same command (resume=auto), and the losses are the uninterrupted run's."""
     run_dir = tmp_path / "run"
+    ckpts = run_dir / "checkpoints"
     args = [f"run_dir={run_dir}", *LONG]
-    proc = finetune(args, env, REPO, wait=False)
-    first_save = run_dir / "checkpoints" / "step-00000004" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first_save.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(stop_signal)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == EXIT_PREEMPTED, out
-    stopped_at = int((run_dir / "checkpoints" / "latest").read_text().split("-")[1])
-    assert 4 <= stopped_at < 40
 
-    code, out = finetune(args, env, REPO)  # the requeued job: same command, resume=auto
-    assert code == 0, out
-    assert f"resumed from {run_dir / 'checkpoints' / f'step-{stopped_at:08d}'}" in out
-    assert losses(run_dir) == losses(uninterrupted)  # bitwise, step for step
-    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(wandb_runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in wandb_runs}) == 1  # one run id
+    def start_and_wait_for_a_save(after: int):
+        """The job started again, once it has saved a checkpoint past step `after` (saves every 4)."""
+        proc = finetune(args, env, REPO, wait=False)
+        save = ckpts / f"step-{(after // 4 + 1) * 4:08d}" / "trainer_state.json"
+        deadline = time.time() + 300
+        while not save.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        return proc
 
+    def latest() -> int:
+        return int((ckpts / "latest").read_text().split("-")[1])
 
-def test_kill_during_training_resumes_from_last_complete_checkpoint(env, tmp_path, uninterrupted):
-    run_dir = tmp_path / "run"
-    args = [f"run_dir={run_dir}", *LONG]
-    proc = finetune(args, env, REPO, wait=False)
-    first_save = run_dir / "checkpoints" / "step-00000004" / "trainer_state.json"
-    while not first_save.exists() and proc.poll() is None:
-        time.sleep(0.05)
+    stopped_at = 0
+    for stop_signal in (signal.SIGTERM, signal.SIGUSR1):
+        proc = start_and_wait_for_a_save(stopped_at)
+        proc.send_signal(stop_signal)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == EXIT_PREEMPTED, (stop_signal, out)
+        if stopped_at:
+            assert f"resumed from {ckpts / f'step-{stopped_at:08d}'}" in out
+        assert max(4, stopped_at + 1) <= latest() < 40, (stop_signal, out)
+        stopped_at = latest()
+
+    proc = start_and_wait_for_a_save(stopped_at)
     proc.kill()
     proc.communicate()
+    killed_at = latest()
+    assert killed_at > stopped_at
     # A half-written later checkpoint, as a kill during a save would leave it: ignored.
-    (run_dir / "checkpoints" / "step-00000006").mkdir(exist_ok=True)
+    (ckpts / f"step-{killed_at + 2:08d}").mkdir(exist_ok=True)
     code, out = finetune(args, env, REPO)
     assert code == 0, out
-    assert losses(run_dir) == losses(uninterrupted)
+    assert f"resumed from {ckpts / f'step-{killed_at:08d}'}" in out
+    assert losses(run_dir) == losses(uninterrupted)  # bitwise, step for step
+    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 4 and len({p.name.rsplit("-", 1)[1] for p in wandb_runs}) == 1  # one run id
 
 
 @pytest.mark.parametrize("stage", [2, 3])
