@@ -72,3 +72,24 @@ def shared_run(env, tmp_path_factory):
         return runs[args]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained(env, tmp_path_factory):
+    """A tiny slack run trained two steps, its checkpoint at step 2 (tests/test_evaluate.py's, and
+    tests/test_hub.py's slack run). Offline W&B, so that the checkpoint records a run for an
+    evaluation to join. Only test_evaluate's evaluate command writes into it (eval/, a W&B run)."""
+    from tests.test_evaluate import train
+
+    return train(tmp_path_factory.mktemp("run"), env, "logger.mode=offline")
+
+
+@pytest.fixture(scope="session")
+def exported(trained, env, tmp_path_factory):
+    """`trained` exported by `python -m train.export`."""
+    from tests.runs import launch
+
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
+    assert code == 0, log
+    return out

@@ -38,9 +38,13 @@ VARIANTS = ["slack", "exact"]
 _exports: dict = {}
 
 
-def _export(variant, env, tmp_path_factory):
-    """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant, made once."""
+def _export(variant, request):
+    """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant, made once;
+    slack's is the session's `trained` run and its export (tests/conftest.py)."""
+    if variant == "slack":
+        return request.getfixturevalue("trained"), request.getfixturevalue("exported")
     if variant not in _exports:
+        env, tmp_path_factory = request.getfixturevalue("env"), request.getfixturevalue("tmp_path_factory")
         run_dir = train(tmp_path_factory.mktemp(f"run-{variant}"), env, f"model.attention={variant}",
                         "logger.mode=disabled")
         out = tmp_path_factory.mktemp("exports") / variant
@@ -51,15 +55,15 @@ def _export(variant, env, tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def export_of(request, env, tmp_path_factory):
+def export_of(request):
     """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant."""
-    return _export(request.param, env, tmp_path_factory)
+    return _export(request.param, request)
 
 
 @pytest.fixture(scope="module")
-def every_export(env, tmp_path_factory):
+def every_export(request):
     """{variant: export folder} for every CoCA variant: one plain-transformers process loads them all."""
-    return {variant: _export(variant, env, tmp_path_factory)[1] for variant in VARIANTS}
+    return {variant: _export(variant, request)[1] for variant in VARIANTS}
 
 
 def plain_transformers(folders: list, tmp_path: Path, env: dict, loads: dict, prompt: bool = False) -> dict:
@@ -190,7 +194,7 @@ class FakeHub:
 
 
 def test_push_to_hub_uploads_the_folder_with_its_model_card(export_of, tmp_path, monkeypatch):
-    run_dir, _ = export_of
+    run_dir = Path(shutil.copytree(export_of[0], tmp_path / "run", symlinks=True))  # its own evaluation only
     variant = json.loads((run_dir / "checkpoints" / "step-00000002" / "config.json").read_text())["coca_variant"]
     evaluate(eval_config(run_dir, "eval.lengths=[64]", "eval.stride=64", "eval.num_docs=2",
                          "eval.passkey.lengths=[]", "logger.mode=disabled"))
