@@ -19,13 +19,12 @@ def parent(env, tmp_path_factory):
 
 
 def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path, parent):
-    children = {}
-    for t_init in ("k_proj", "random"):
-        child = tmp_path / t_init
-        code, out = finetune([f"run_dir={child}", *COMMON, *FROZEN, "model.attention=slack", f"model.t_init={t_init}",
-                              f"model.init_from={parent}", "seed=1"], env, REPO)
-        assert code == 0, out
-        children[t_init] = weights(child, 1)
+    # Both children in one process: a sweep, job 0 then job 1.
+    sweep = tmp_path / "sweep"
+    code, out = finetune(["-m", "model.t_init=k_proj,random", f"hydra.sweep.dir={sweep}", *COMMON, *FROZEN,
+                          "model.attention=slack", f"model.init_from={parent}", "seed=1"], env, REPO)
+    assert code == 0, out
+    children = {t_init: weights(sweep / f"{job}-tiny", 1) for job, t_init in enumerate(("k_proj", "random"))}
     trained = weights(parent, 2)
     for name, value in trained.items():
         assert torch.equal(children["k_proj"][name], value), name
