@@ -51,3 +51,45 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shared_run(env, tmp_path_factory):
+    """`shared_run(*args)`: the run dir of `finetune args`, trained once per session for each args.
+
+    For reference runs that several tests compare against and only read: a test that changes a
+    run must copy it first (shutil.copytree)."""
+    from tests.runs import REPO, finetune
+
+    runs = {}
+
+    def run(*args: str) -> Path:
+        if args not in runs:
+            run_dir = tmp_path_factory.mktemp("shared-run") / "run"
+            code, out = finetune([f"run_dir={run_dir}", *args], env, REPO)
+            assert code == 0, out
+            runs[args] = run_dir
+        return runs[args]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained(env, tmp_path_factory):
+    """A tiny slack run trained two steps, its checkpoint at step 2 (tests/test_evaluate.py's, and
+    tests/test_hub.py's slack run). Offline W&B, so that the checkpoint records a run for an
+    evaluation to join. Only test_evaluate's evaluate command writes into it (eval/, a W&B run)."""
+    from tests.test_evaluate import train
+
+    return train(tmp_path_factory.mktemp("run"), env, "logger.mode=offline")
+
+
+@pytest.fixture(scope="session")
+def exported(trained, env, tmp_path_factory):
+    """`trained` exported by `python -m train.export`."""
+    from tests.runs import launch
+
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
+    assert code == 0, log
+    return out

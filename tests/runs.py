@@ -10,6 +10,10 @@ QUICK = ["trainer.max_steps=8", "trainer.save_every=4", "trainer.eval_every=4", 
          "data.sample.num_books=6", "data.sample.words_per_book=3000", "data.seq_len=64"]
 # Long enough that a signal sent at the first checkpoint lands well before the end.
 LONG = [*QUICK, "trainer.max_steps=40"]
+# Four steps at a constant rate, two sequences per micro-batch: one rank with grad_accum=2 against
+# two ranks sharing each sequence (tests/test_sequence_parallel.py, tests/test_tiling.py).
+PER_SEQUENCE = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
+                "optim.schedule=constant", "trainer.micro_batch_size=2"]
 
 
 def launch(module, args, env, cwd=REPO, nproc=1, wait=True):

@@ -39,11 +39,19 @@ def test_ulysses_refuses_a_degree_that_does_not_divide_the_heads():
 
 @pytest.mark.parametrize("shape", ["1b", "7b"])
 def test_throughput_shapes_are_valid_overrides(env, shape):
+    from tests.test_config import compose_config
+
     overrides = [*throughput.SHAPES[shape], *throughput.GPU, throughput.ARCH.format("max_position_embeddings", 32768)]
+    layers = "22" if shape == "1b" else "32"
+    config = compose_config(*overrides)
+    assert config.model.arch["num_hidden_layers"] == int(layers) and config.model.arch["vocab_size"] == 32000
+    assert config.trainer.precision == "bf16"
+    if shape == "1b":
+        return  # the command line composes the same way: one process (the 7B shape's) checks it
     out = subprocess.run([sys.executable, "-m", "train.finetune", *overrides, "--cfg", "job"], cwd=REPO, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "num_hidden_layers: " + ("22" if shape == "1b" else "32") in out.stdout
+    assert "num_hidden_layers: " + layers in out.stdout
     assert "vocab_size: 32000" in out.stdout and "precision: bf16" in out.stdout
 
 

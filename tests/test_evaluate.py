@@ -43,18 +43,8 @@ def train(run_dir, env, *extra, nproc=1):
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def trained(env, tmp_path_factory):
-    # Offline W&B, so that the checkpoint records a run for the evaluation to join.
-    return train(tmp_path_factory.mktemp("run"), env, "logger.mode=offline")
-
-
-@pytest.fixture(scope="module")
-def exported(trained, env, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "tiny"
-    code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
-    assert code == 0, log
-    return out
+# `trained` and `exported` (tests/conftest.py): the session's tiny slack run, trained two steps, and its
+# export; tests/test_hub.py uses them too.
 
 
 @pytest.fixture(scope="module")

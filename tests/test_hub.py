@@ -34,24 +34,46 @@ BACKENDS = ["eager", "sdpa"] + (["flex_attention"] if is_torch_flex_attn_availab
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module", params=["slack", "exact"])
-def export_of(request, env, tmp_path_factory):
+VARIANTS = ["slack", "exact"]
+_exports: dict = {}
+
+
+def _export(variant, request):
+    """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant, made once;
+    slack's is the session's `trained` run and its export (tests/conftest.py)."""
+    if variant == "slack":
+        return request.getfixturevalue("trained"), request.getfixturevalue("exported")
+    if variant not in _exports:
+        env, tmp_path_factory = request.getfixturevalue("env"), request.getfixturevalue("tmp_path_factory")
+        run_dir = train(tmp_path_factory.mktemp(f"run-{variant}"), env, f"model.attention={variant}",
+                        "logger.mode=disabled")
+        out = tmp_path_factory.mktemp("exports") / variant
+        code, log = launch("train.export", [f"checkpoint={run_dir}", f"output={out}"], env)
+        assert code == 0, log
+        _exports[variant] = run_dir, out
+    return _exports[variant]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def export_of(request):
     """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant."""
-    run_dir = train(tmp_path_factory.mktemp(f"run-{request.param}"), env, f"model.attention={request.param}",
-                    "logger.mode=disabled")
-    out = tmp_path_factory.mktemp("exports") / request.param
-    code, log = launch("train.export", [f"checkpoint={run_dir}", f"output={out}"], env)
-    assert code == 0, log
-    return run_dir, out
+    return _export(request.param, request)
 
 
-def plain_transformers(folder: Path, tmp_path: Path, env: dict, loads: dict, prompt: bool = False) -> dict:
-    """The script's results for `loads`, run by `python -I` from a scratch folder: no project on the path."""
+@pytest.fixture(scope="module")
+def every_export(request):
+    """{variant: export folder} for every CoCA variant: one plain-transformers process loads them all."""
+    return {variant: _export(variant, request)[1] for variant in VARIANTS}
+
+
+def plain_transformers(folders: list, tmp_path: Path, env: dict, loads: dict, prompt: bool = False) -> dict:
+    """The script's results for `loads` of each folder, run by `python -I` from a scratch folder: no
+    project on the path."""
     spec = {"ids": IDS, "loads": loads, **({"prompt": PROMPT, "max_new_tokens": NEW_TOKENS} if prompt else {})}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     child_env["HF_MODULES_CACHE"] = str(tmp_path / "modules")  # transformers copies the remote code there
-    proc = subprocess.run([sys.executable, "-I", str(SCRIPT), str(folder), "spec.json", "results.pt"],
+    proc = subprocess.run([sys.executable, "-I", str(SCRIPT), "spec.json", "results.pt", *map(str, folders)],
                           cwd=tmp_path, env=child_env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -82,16 +104,21 @@ def test_shipped_code_is_the_projects_own_and_needs_only_torch_and_transformers(
     assert (coca.VARIANTS, coca.T_INITS) == (conf.schema.VARIANTS, conf.schema.T_INITS)
 
 
-def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remote_code(export_of, env, tmp_path):
-    _, folder = export_of
+def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remote_code(every_export, env, tmp_path):
+    # Every variant's export in one process: the loads below, for each.
     loads = {b: remote(attn_implementation=b) for b in BACKENDS}
     loads["sdpa"]["generate"] = True
     # Dynamic NTK at load time; max_position_embeddings 8 makes it rescale within IDS' 40 tokens.
     loads["dynamic"] = remote(rope_parameters={**DYNAMIC, "rope_theta": 10000.0}, max_position_embeddings=8)
     loads["without_trust"] = {}
     loads["trust_false"] = {"config": {"trust_remote_code": False}, "model": {"trust_remote_code": False}}
-    got = plain_transformers(folder, tmp_path, env, loads, prompt=True)
-    assert got["project_importable"] is False
+    results = plain_transformers(list(every_export.values()), tmp_path, env, loads, prompt=True)
+    assert results["project_importable"] is False
+    for variant, folder in every_export.items():
+        check_plain_transformers_load(folder, results[str(folder)])
+
+
+def check_plain_transformers_load(folder: Path, got: dict) -> None:
     for backend in BACKENDS:
         assert got[backend]["config_class"] == "CocaLlamaConfig", got[backend]
         assert got[backend]["attention_module"].startswith("transformers_modules.")  # the shipped coca.py
@@ -167,7 +194,7 @@ class FakeHub:
 
 
 def test_push_to_hub_uploads_the_folder_with_its_model_card(export_of, tmp_path, monkeypatch):
-    run_dir, _ = export_of
+    run_dir = Path(shutil.copytree(export_of[0], tmp_path / "run", symlinks=True))  # its own evaluation only
     variant = json.loads((run_dir / "checkpoints" / "step-00000002" / "config.json").read_text())["coca_variant"]
     evaluate(eval_config(run_dir, "eval.lengths=[64]", "eval.stride=64", "eval.num_docs=2",
                          "eval.passkey.lengths=[]", "logger.mode=disabled"))

@@ -1,4 +1,5 @@
 """Converting a trained vanilla run to CoCA with `model.init_from`: what W_t starts from."""
+import pytest
 import torch
 
 from tests.runs import QUICK, REPO, finetune, losses, records, weights
@@ -8,17 +9,22 @@ COMMON = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
 FROZEN = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
 
 
-def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path):
-    parent = tmp_path / "parent"
-    code, out = finetune([f"run_dir={parent}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
+@pytest.fixture(scope="module")
+def parent(env, tmp_path_factory):
+    """A vanilla run trained two steps: the parent every conversion here starts from (read only)."""
+    run_dir = tmp_path_factory.mktemp("vanilla") / "parent"
+    code, out = finetune([f"run_dir={run_dir}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
     assert code == 0, out
-    children = {}
-    for t_init in ("k_proj", "random"):
-        child = tmp_path / t_init
-        code, out = finetune([f"run_dir={child}", *COMMON, *FROZEN, "model.attention=slack", f"model.t_init={t_init}",
-                              f"model.init_from={parent}", "seed=1"], env, REPO)
-        assert code == 0, out
-        children[t_init] = weights(child, 1)
+    return run_dir
+
+
+def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path, parent):
+    # Both children in one process: a sweep, job 0 then job 1.
+    sweep = tmp_path / "sweep"
+    code, out = finetune(["-m", "model.t_init=k_proj,random", f"hydra.sweep.dir={sweep}", *COMMON, *FROZEN,
+                          "model.attention=slack", f"model.init_from={parent}", "seed=1"], env, REPO)
+    assert code == 0, out
+    children = {t_init: weights(sweep / f"{job}-tiny", 1) for job, t_init in enumerate(("k_proj", "random"))}
     trained = weights(parent, 2)
     for name, value in trained.items():
         assert torch.equal(children["k_proj"][name], value), name
@@ -28,10 +34,7 @@ def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path):
     assert abs(w_t.std().item() - 0.02) < 0.005
 
 
-def test_attention_distillation_trains_w_t_towards_the_parent_and_resumes_exactly(env, tmp_path):
-    parent = tmp_path / "parent"
-    code, out = finetune([f"run_dir={parent}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
-    assert code == 0, out
+def test_attention_distillation_trains_w_t_towards_the_parent_and_resumes_exactly(env, tmp_path, parent):
     distill = [*COMMON, "model.attention=slack", "model.trainable=t_only", "trainer.loss=attention_distill",
                f"model.init_from={parent}", "trainer.save_every=2", "optim.lr=3e-3", "optim.warmup_steps=1"]
     whole, halves = tmp_path / "whole", tmp_path / "halves"

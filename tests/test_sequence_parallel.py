@@ -3,29 +3,27 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
+from tests.runs import PER_SEQUENCE as COMMON, REPO, assert_same_weights, finetune, records
 from train.parallel import sequence_parallel
 from conf import FinetuneConfig
 
-COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
-          "optim.schedule=constant", "trainer.micro_batch_size=2"]
 
 
 @pytest.mark.parametrize("variant", ["slack", "exact"])
-def test_two_ranks_on_one_sequence_match_one_rank(env, tmp_path, variant):
-    args = [*COMMON, f"model.attention={variant}"]
-    code, out = finetune([f"run_dir={tmp_path / 'one'}", "trainer.grad_accum=2", *args], env, REPO)
-    assert code == 0, out
+def test_two_ranks_on_one_sequence_match_one_rank(env, tmp_path, variant, shared_run):
+    # The one-rank run of slack is also tests/test_tiling.py's untiled run at ZeRO-2 (the default).
+    args = [*COMMON, "deepspeed=zero2", f"model.attention={variant}"]
+    one_rank = shared_run(*args, "trainer.grad_accum=2")
     code, out = finetune([f"run_dir={tmp_path / 'sp'}", "trainer.grad_accum=1", "trainer.sequence_parallel_size=2",
                           *args], env, REPO, nproc=2)
     assert code == 0, out
-    one, sp = records(tmp_path / "one"), records(tmp_path / "sp")
+    one, sp = records(one_rank), records(tmp_path / "sp")
     for key in ("loss", "grad_norm", "val_loss"):
         expected = [r[key] for r in one if key in r]
         assert len(expected) >= 2
         torch.testing.assert_close(torch.tensor([r[key] for r in sp if key in r]), torch.tensor(expected),
                                    rtol=1e-5, atol=1e-5, msg=key)
-    assert_same_weights(tmp_path / "sp", tmp_path / "one", step=4)
+    assert_same_weights(tmp_path / "sp", one_rank, step=4)
 
 
 def test_sequence_parallel_size_must_divide_the_heads(env, tmp_path):

@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from data.packing import IGNORE_INDEX
-from tests.runs import QUICK, REPO, assert_same_weights, finetune, records
+from tests.runs import PER_SEQUENCE as COMMON, REPO, assert_same_weights, finetune, records
 from train.parallel import tiling
 from train.coca import convert_to_coca
 from train.trainer.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum
@@ -76,25 +76,23 @@ def test_tiled_logits_backpropagate_later_scales_into_lm_head():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
 
 
-COMMON = [*QUICK, "trainer.max_steps=4", "trainer.save_every=4", "trainer.eval_every=2", "logger.mode=disabled",
-          "optim.schedule=constant", "trainer.micro_batch_size=2"]
 # 32 tokens per rank: 2 tiles of each
 TILED = ["trainer.tiled_mlp=true", "trainer.tiled_logits=true", "trainer.tile_tokens=20"]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_tiled_training_on_two_ranks_per_sequence_matches_untiled_on_one(env, tmp_path, stage):
+def test_tiled_training_on_two_ranks_per_sequence_matches_untiled_on_one(env, tmp_path, stage, shared_run):
     """Tiling, ZeRO's gradient hooks and Ulysses together: the same losses and gradient norms."""
-    common = [*COMMON, f"deepspeed=zero{stage}"]
-    code, out = finetune([f"run_dir={tmp_path / 'untiled'}", *common, "trainer.grad_accum=2"], env, REPO)
-    assert code == 0, out
+    common = [*COMMON, f"deepspeed=zero{stage}", "model.attention=slack"]
+    # At ZeRO-2 the untiled run is tests/test_sequence_parallel.py's one-rank run of slack.
+    untiled = shared_run(*common, "trainer.grad_accum=2")
     code, out = finetune([f"run_dir={tmp_path / 'tiled'}", *common, "trainer.grad_accum=1",
                           "trainer.sequence_parallel_size=2", *TILED], env, REPO, nproc=2)
     assert code == 0, out
-    expected, got = records(tmp_path / "untiled"), records(tmp_path / "tiled")
+    expected, got = records(untiled), records(tmp_path / "tiled")
     for key in ("loss", "grad_norm", "val_loss"):
         want = [r[key] for r in expected if key in r]
         assert len(want) >= 2 and all(math.isfinite(v) for v in want)
         torch.testing.assert_close(torch.tensor([r[key] for r in got if key in r]), torch.tensor(want),
                                    rtol=1e-5, atol=1e-5, msg=key)
-    assert_same_weights(tmp_path / "tiled", tmp_path / "untiled", step=4)
+    assert_same_weights(tmp_path / "tiled", untiled, step=4)
