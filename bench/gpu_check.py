@@ -34,7 +34,6 @@ import statistics
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,6 +49,7 @@ from bench import attention, precision  # noqa: E402
 from bench.models import LLAMA_1B, LLAMA_7B, matmul_flops  # noqa: E402
 
 VARIANTS = ("vanilla", "slack", "exact")
+COCA = VARIANTS[1:]
 PREP_THRESHOLD = 0.03  # the share of a layer step above which the preparation is worth fusing
 GIB = 2**30
 TINY_1B = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -227,8 +227,6 @@ def model_section(plan: Plan, device: torch.device, dtype: torch.dtype) -> str:
         tokens_per_s = n / statistics.median(times[v])
         lines.append(f"| {v} | {tokens_per_s:,.0f} | {ratio(times, v, 'vanilla'):.3f}x "
                      f"| {100 * flops * tokens_per_s / rate:.1f}% | {gib(peaks[v])} |")
-    del model
-    release(device)
     return "\n".join(lines)
 
 
@@ -238,6 +236,7 @@ def longest_section(plan: Plan, device: torch.device, dtype: torch.dtype) -> str
     from train.trainer.loss import shift_labels, tiled_cross_entropy_sum
 
     model = convert_to_coca(build_model(plan.big_arch, 1 << 21, device, dtype), "slack")
+    params = sum(p.numel() for p in model.parameters())
     tile = model.config.hidden_size  # the trainer's default trainer.tile_tokens
     tile_mlps(model, tile)
     attempts: list[tuple[int, str, float, int | None]] = []  # (N, outcome, seconds, peak bytes)
@@ -260,7 +259,6 @@ def longest_section(plan: Plan, device: torch.device, dtype: torch.dtype) -> str
             return False
         finally:
             model.zero_grad(set_to_none=True)
-            del ids
             release(device)
 
     deadline = time.monotonic() + plan.longest_cap_s
@@ -286,9 +284,6 @@ def longest_section(plan: Plan, device: torch.device, dtype: torch.dtype) -> str
             if not fits:
                 note = f"even N={n} does not fit"
                 break
-    params = sum(p.numel() for p in model.parameters())
-    del model
-    release(device)
     lines = [f"{params / 1e9:.2f}B parameters, slack, {dtype} weights and gradients on the device, gradient "
              f"checkpointing, tiled MLP and logits ({tile} tokens a tile), batch 1; forward+backward with the loss.",
              "", "| N | outcome | seconds | peak GiB |", "|---|---|---|---|"]
@@ -314,34 +309,26 @@ def prep_section(plan: Plan, device: torch.device, dtype: torch.dtype, fuse: str
         torch.autograd.backward([query, key], grads)
         q.grad = t.grad = None
 
-    @contextmanager
-    def preparation(function):
-        with mock.patch.object(train.coca, "coca_query_key", function):  # what CocaAttention.forward calls
-            yield
-
-    def measure(function) -> dict[str, float]:
-        with preparation(function):
-            steps = {**{f"prep-{v}": partial(prep, function, v) for v in ("slack", "exact")},
-                     **{f"layer-{v}": partial(attention.run_step, v, layers, inputs) for v in ("slack", "exact")}}
+    def rows(label: str, function) -> tuple[list[str], float]:
+        """Table rows for one preparation, and its largest share of a layer step."""
+        # CocaAttention.forward calls the module's coca_query_key, so the layer runs `function` too.
+        with mock.patch.object(train.coca, "coca_query_key", function):
+            steps = {**{f"prep {v}": partial(prep, function, v) for v in COCA},
+                     **{f"layer {v}": partial(attention.run_step, v, layers, inputs) for v in COCA}}
             times = interleaved(steps, plan.rounds, device)
-        return {v: ratio(times, f"prep-{v}", f"layer-{v}") for v in ("slack", "exact")} | \
-            {f"ms-{name}": statistics.median(ts) * 1e3 for name, ts in times.items()}
+        shares = {v: ratio(times, f"prep {v}", f"layer {v}") for v in COCA}
+        return [f"| {v} | {label} | {shares[v]:.1%} | {statistics.median(times[f'prep {v}']) * 1e3:.2f} "
+                f"| {statistics.median(times[f'layer {v}']) * 1e3:.2f} |" for v in COCA], max(shares.values())
 
-    eager = measure(train.coca.coca_query_key)
+    eager, share = rows("eager", train.coca.coca_query_key)
     lines = [f"Preparation (coca_query_key forward+backward) vs the whole layer step, N={n}, hidden "
              f"{plan.layer_hidden}, {dtype}; threshold {PREP_THRESHOLD:.0%}.", "",
-             "| variant | preparation | share of the layer step | preparation ms | layer ms |", "|---|---|---|---|---|"]
-    lines += [f"| {v} | eager | {eager[v]:.1%} | {eager[f'ms-prep-{v}']:.2f} | {eager[f'ms-layer-{v}']:.2f} |"
-              for v in ("slack", "exact")]
-    over = max(eager["slack"], eager["exact"]) > PREP_THRESHOLD
-    if fuse == "always" or (fuse == "auto" and over):
-        compiled = measure(torch.compile(train.coca.coca_query_key, dynamic=False))
-        lines += [f"| {v} | torch.compile | {compiled[v]:.1%} | {compiled[f'ms-prep-{v}']:.2f} "
-                  f"| {compiled[f'ms-layer-{v}']:.2f} |" for v in ("slack", "exact")]
+             "| variant | preparation | share of the layer step | preparation ms | layer ms |", "|---|---|---|---|---|",
+             *eager]
+    if fuse == "always" or (fuse == "auto" and share > PREP_THRESHOLD):
+        lines += rows("torch.compile", torch.compile(train.coca.coca_query_key, dynamic=False))[0]
     else:
         lines += ["", f"Below {PREP_THRESHOLD:.0%}: no fused version measured."]
-    del layers, rotary, inputs
-    release(device)
     return "\n".join(lines)
 
 
@@ -375,6 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fuse", choices=("auto", "always", "never"), default="auto",
                         help=f"measure the torch.compile preparation: above {PREP_THRESHOLD:.0%} (auto), always, never")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder for gpu_check.md")
     unknown = [s for s in args.sections.split(",") if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections: {', '.join(unknown)} not among {', '.join(SECTIONS)}")
@@ -413,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as error:  # report it and go on: later sections may still measure
             body = f"Failed: `{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}`\n\n" \
                    f"```\n{traceback.format_exc(limit=4)}```"
-            release(device)
+        release(device)  # the section's models and tensors, before the next one
         report.add(title, f"{body}\n\n({time.monotonic() - begun:.0f} s)")
         print(f"[gpu_check] {key} done at {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(report.text())

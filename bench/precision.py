@@ -40,7 +40,6 @@ HEADS, KV_HEADS = 8, 2  # grouped-query attention, as in LLaMA-2-70B, Mistral an
 # Outlier channels: one high- and one low-frequency RoPE pair, both halves of each pair.
 OUTLIER_CHANNELS = (5, 5 + HEAD_DIM // 2, 60, 60 + HEAD_DIM // 2)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FP16_MAX = torch.finfo(torch.float16).max
 
 
 @dataclass
@@ -169,6 +168,8 @@ def main() -> None:
     for name in dtypes:
         if name not in DTYPES:
             parser.error(f"--dtypes: {name!r} is not one of {', '.join(DTYPES)}")
+    if args.queries < 1:
+        parser.error(f"--queries={args.queries} must be >= 1")
     if min(args.lengths) < args.queries:
         parser.error(f"--lengths must be at least --queries={args.queries}")
     rows = [row for name in dtypes for length in args.lengths for magnitude in args.magnitudes

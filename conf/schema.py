@@ -132,7 +132,7 @@ def validate(config: FinetuneConfig) -> None:
         # bench/precision.py: sdpa and flash keep the scores in fp32; eager stores them in fp16.
         problems.add(f"trainer.precision=fp16 with model.attn_implementation=eager is refused for "
                      f"model.attention={m.attention}: eager keeps the logits in fp16, and CoCA's (cubic in the "
-                     "projections) pass 65504 at outlier channels of ~50; use sdpa or flash_attention_2, or bf16")
+                     "projections) pass 65504 at outlier channels of ~64; use sdpa or flash_attention_2, or bf16")
     problems.choice("optim.schedule", config.optim.schedule, SCHEDULES)
     problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
     for key in ("max_steps", "micro_batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every",

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 from transformers.dynamic_module_utils import get_imports
 from transformers.utils import is_torch_flex_attn_available
 
 import conf.schema
 from train import coca
 from tests.runs import REPO, launch
-from tests.test_evaluate import SMALL_DATA, eval_config, train
+from tests.test_evaluate import eval_config, train
 from train.coca_folder import CODE_KEY, SHIPPED_FILES, project_file, sha256
 from train.evaluation.run import evaluate
 from train.export import export

@@ -1,7 +1,7 @@
 """`python -m train.finetune -m ...`: a Hydra sweep runs every job, each in its own run_dir."""
 import json
 
-from tests.runs import QUICK, REPO, finetune, losses
+from tests.runs import QUICK, finetune, losses
 from train.cli import EXIT_BAD_INPUT
 
 
