@@ -16,13 +16,13 @@ from datasets import Dataset, Features, List, Value
 from datasets.utils import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from data.cache import cache_key
+from data.cache import cache_key, cached_folder, damage
 from data.sources import RawSplit
 from data.store import TokenStore, token_dtype, write_store
 from data.tokenizer import adds_bos, tokenizer_fingerprint
 
 # Bump when the token stream's content changes for the same data and tokenizer.
-_VERSION = 1
+_VERSION = 2
 # A PG-19 book averages ~400 KB of text and ~100K tokens; eight of them keep one batch's
 # strings, encodings and ids in the low hundreds of MB, whatever the corpus size.
 _DOCS_PER_BATCH = 8
@@ -38,17 +38,23 @@ def token_store(
     raw_key = raw._fingerprint if isinstance(raw, Dataset) else cache_key(origin, split, "streamed")
     key = cache_key(_VERSION, raw_key, tokenizer_fingerprint(tokenizer), adds_bos(tokenizer))
     folder = root / "tokens" / key
-    if folder.is_dir():
-        return TokenStore.open(folder), True
     where = f"{origin} split {split!r}"
-    dtype = token_dtype(len(tokenizer))
-    tokenized = _tokenize(raw, tokenizer, dtype, num_proc, key, split, where)
-    total = len(raw) if isinstance(raw, Dataset) else None
-    return write_store(folder, _batches(tokenized, total, split), dtype, where), False
+    # A store that was damaged may have been made from a damaged map cache: tokenize afresh.
+    reuse_map_cache = not folder.is_dir() or damage(folder) is None
+
+    def build(scratch: Path) -> None:
+        dtype = token_dtype(len(tokenizer))
+        tokenized = _tokenize(raw, tokenizer, dtype, num_proc, key, split, where, reuse_map_cache)
+        total = len(raw) if isinstance(raw, Dataset) else None
+        write_store(scratch, _batches(tokenized, total, split), dtype, where)
+
+    folder, cached = cached_folder(folder, build, f"token store of {where}")
+    return TokenStore.open(folder), cached
 
 
 def _tokenize(
-    raw: RawSplit, tokenizer, dtype: np.dtype, num_proc: int, fingerprint: str, split: str, where: str
+    raw: RawSplit, tokenizer, dtype: np.dtype, num_proc: int, fingerprint: str, split: str, where: str,
+    reuse_map_cache: bool = True,
 ) -> RawSplit:
     encode = partial(
         _encode_batch, tokenizer=tokenizer, bos=tokenizer.bos_token_id if adds_bos(tokenizer) else None,
@@ -59,7 +65,7 @@ def _tokenize(
     if not isinstance(raw, Dataset):
         return raw.map(encode, **options)
     return raw.map(encode, **options, writer_batch_size=_DOCS_PER_BATCH, num_proc=num_proc if num_proc > 1 else None,
-                   new_fingerprint=fingerprint, desc=f"Tokenizing {split}")
+                   new_fingerprint=fingerprint, load_from_cache_file=reuse_map_cache, desc=f"Tokenizing {split}")
 
 
 def _encode_batch(batch: dict, tokenizer, bos: Optional[int], eos: int, dtype: np.dtype, where: str) -> dict:

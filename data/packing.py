@@ -30,6 +30,12 @@ class PackedDataset(Dataset):
         self.mask_doc_boundaries = mask_doc_boundaries
 
     @property
+    def fingerprint(self) -> str:
+        """The content of the token stream the blocks are cut from (the same books and tokenizer give
+        the same fingerprint, wherever they are stored)."""
+        return self.store.content
+
+    @property
     def num_blocks(self) -> int:
         return self.store.num_tokens // self.seq_len
 

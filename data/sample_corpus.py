@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.cache import cache_key, publish_dir, source_fingerprint
+from data.cache import cache_key, cached_folder, source_fingerprint
 from conf.data_schema import SampleCorpusConfig
 from data.schema import PG19_FEATURES
 
@@ -50,12 +50,12 @@ def sample_corpus_dir(sample: SampleCorpusConfig, root: Path) -> Path:
     the tokenized cache is reused across runs.
     """
     key = cache_key(source_fingerprint(Path(__file__)), sample.num_books, sample.words_per_book, sample.seed)
-    folder = root / "sample-corpus" / key
-    if not folder.is_dir():
+
+    def build(scratch: Path) -> None:
         books = generate_books(sample.num_books, sample.words_per_book, sample.seed)
-        table = pa.Table.from_pylist(books, schema=PG19_FEATURES.arrow_schema)
-        with publish_dir(folder) as scratch:
-            pq.write_table(table, scratch / "train.parquet")
+        pq.write_table(pa.Table.from_pylist(books, schema=PG19_FEATURES.arrow_schema), scratch / "train.parquet")
+
+    folder, _ = cached_folder(root / "sample-corpus" / key, build, "sample corpus")
     return folder
 
 

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 import data.sample_corpus as sample_corpus
-from data.cache import cache_key, publish_dir, source_fingerprint
+from data.cache import cache_key, cached_folder, source_fingerprint
 from conf.data_schema import SampleCorpusConfig
 
 VOCAB_SIZE = 512
@@ -21,10 +21,8 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 
 def sample_tokenizer_dir(root: Path) -> Path:
     code = source_fingerprint(Path(__file__), Path(sample_corpus.__file__))
-    folder = root / "sample-tokenizer" / cache_key(code, VOCAB_SIZE)
-    if not folder.is_dir():
-        with publish_dir(folder) as scratch:
-            _train().save_pretrained(scratch)
+    folder, _ = cached_folder(root / "sample-tokenizer" / cache_key(code, VOCAB_SIZE),
+                              lambda scratch: _train().save_pretrained(scratch), "sample tokenizer")
     return folder
 
 

@@ -2,8 +2,11 @@
 
 Layout of a store folder: `tokens.bin` (the ids, in the narrowest unsigned type that holds
 the vocabulary), `doc_starts.bin` (int64 offset of each document's first token) and
-`meta.json`. Any block of any length is then a slice, so one store serves every seq_len.
+`meta.json`, which records the sha256 of the two streams (`content`): the same books and
+tokenizer give the same content wherever the files or caches live. Any block of any length is
+then a slice, so one store serves every seq_len.
 """
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.cache import publish_dir
 
 _FORMAT = 1
 
@@ -32,11 +34,13 @@ class TokenStore:
     num_documents: int
     dtype: np.dtype
     origin: str
+    content: str  # sha256 of the token ids and document offsets, as written
 
     @classmethod
     def open(cls, folder: Path) -> "TokenStore":
         meta = json.loads((folder / "meta.json").read_text())
-        store = cls(folder, meta["num_tokens"], meta["num_documents"], np.dtype(meta["dtype"]), meta["origin"])
+        store = cls(folder, meta["num_tokens"], meta["num_documents"], np.dtype(meta["dtype"]), meta["origin"],
+                    meta["content"])
         size = (folder / "tokens.bin").stat().st_size
         if meta["format"] != _FORMAT or size != store.num_tokens * store.dtype.itemsize:
             raise ValueError(f"token cache {folder} does not match its meta.json: delete the folder to rebuild it")
@@ -56,25 +60,26 @@ class TokenStore:
         return {k: v for k, v in self.__dict__.items() if k not in ("tokens", "doc_starts")}
 
 
-def write_store(folder: Path, documents: Iterable[pa.ChunkedArray], dtype: np.dtype, origin: str) -> TokenStore:
-    """Streams batches of tokenized documents (Arrow list arrays) to a new store at `folder`.
-
-    Memory holds one batch at a time, whatever the corpus size.
-    """
+def write_store(folder: Path, documents: Iterable[pa.ChunkedArray], dtype: np.dtype, origin: str) -> None:
+    """Streams batches of tokenized documents (Arrow list arrays) into the empty `folder`
+    (a scratch folder of data.cache.publish_dir). Memory holds one batch at a time, whatever
+    the corpus size."""
     num_tokens = num_documents = 0
-    with publish_dir(folder) as scratch:
-        with open(scratch / "tokens.bin", "wb") as tokens, open(scratch / "doc_starts.bin", "wb") as starts:
-            for batch in documents:
-                lengths = pc.list_value_length(batch).to_numpy()
-                (num_tokens + np.cumsum(lengths, dtype=np.int64) - lengths).tofile(starts)
-                ids = pc.list_flatten(batch).to_numpy().astype(dtype, copy=False)
-                ids.tofile(tokens)
-                num_tokens += ids.size
-                num_documents += lengths.size
-            for f in (tokens, starts):
-                f.flush()
-                os.fsync(f.fileno())
-        meta = {"format": _FORMAT, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens,
-                "num_documents": num_documents, "origin": origin}
-        (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
-    return TokenStore.open(folder)
+    content = {"tokens": hashlib.sha256(), "starts": hashlib.sha256()}
+    with open(folder / "tokens.bin", "wb") as tokens, open(folder / "doc_starts.bin", "wb") as starts:
+        for batch in documents:
+            lengths = pc.list_value_length(batch).to_numpy()
+            offsets = num_tokens + np.cumsum(lengths, dtype=np.int64) - lengths
+            ids = pc.list_flatten(batch).to_numpy().astype(dtype, copy=False)
+            for array, file, digest in ((offsets, starts, content["starts"]), (ids, tokens, content["tokens"])):
+                array.tofile(file)
+                digest.update(array.tobytes())
+            num_tokens += ids.size
+            num_documents += lengths.size
+        for f in (tokens, starts):
+            f.flush()
+            os.fsync(f.fileno())
+    meta = {"format": _FORMAT, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens,
+            "num_documents": num_documents, "origin": origin,
+            "content": hashlib.sha256((content["tokens"].hexdigest() + content["starts"].hexdigest()).encode()).hexdigest()}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
-# Set before datasets and transformers are imported by any test module: they read it once.
+# Set before datasets, transformers and DeepSpeed are imported by any test module: they read them once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["DS_ACCELERATOR"] = "cpu"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+# What an in-process run (tests/runs.py `train_here`) puts in the environment for its one-rank
+# process group; a subprocess must not inherit it, or it would try to join that group.
+_PROCESS_GROUP_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -36,7 +42,8 @@ def env(tmp_path_factory):
     # the first `ninja` on PATH, and the venv's (1.13) and the system's (1.11) log different command
     # hashes for the same build file, so alternating between them rebuilds the op (~40 s) each time.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+    inherited = {k: v for k, v in os.environ.items() if k not in _PROCESS_GROUP_VARS}
+    return {**inherited, "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
             "HF_DATASETS_CACHE": str(cache), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
             "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
 
@@ -93,3 +100,36 @@ def exported(trained, env, tmp_path_factory):
     code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
     assert code == 0, log
     return out
+
+
+@pytest.fixture(scope="session")
+def process_group():
+    """This process as a one-rank DeepSpeed/gloo group, as `python -m train.finetune` makes it."""
+    from train.trainer.distributed import init_distributed
+
+    init_distributed()
+
+
+@pytest.fixture(scope="session")
+def train_here(tmp_path_factory, process_group):
+    """`train_here(*overrides)`: what `python -m train.finetune overrides` does after Hydra's
+    command line, in this process: the real composition, validation, DeepSpeed engine (a one-rank
+    gloo group, made once and reused) and checkpoints, without a new process's ~8 s of start-up.
+    Returns run()'s status; bad input raises (ValueError, FileNotFoundError) instead of exiting 2.
+    Caches go to a folder of the session; W&B is off unless the overrides say otherwise."""
+    import torch
+
+    from tests.test_config import compose_config
+    from train.trainer.loop import run
+
+    cache = tmp_path_factory.mktemp("in-process-cache")
+
+    def train(*overrides: str) -> int:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run(compose_config(f"data.cache_dir={cache}", "logger.mode=disabled", *overrides))
+        finally:
+            torch.set_num_threads(threads)
+
+    return train

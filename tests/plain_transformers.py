@@ -23,7 +23,7 @@ sys.meta_path.insert(0, HideProject())
 sys.path = [p for p in sys.path if p not in ("", ".")]
 
 import torch  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, pipeline  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, StaticCache, pipeline  # noqa: E402
 
 spec_path, out_path, *folders = sys.argv[1:]
 spec = json.loads(open(spec_path).read())
@@ -47,6 +47,8 @@ for folder in folders:
                     gen = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(ids))
                     out["cached"] = model.generate(ids, use_cache=True, **gen)
                     out["uncached"] = model.generate(ids, use_cache=False, **gen)
+                    static = StaticCache(config=model.config, max_cache_len=ids.shape[1] + 16)
+                    out["static"] = model.generate(ids, past_key_values=static, **gen)
             found[name] = out
         except Exception as error:  # the test reads what failed and how
             found[name] = {"error": type(error).__name__,

@@ -9,7 +9,7 @@ import pytest
 
 from tests.runs import QUICK, REPO, finetune, losses
 from train.cli import EXIT_BAD_INPUT
-from train.trainer.checkpoint import damage
+from train.trainer.checkpoint.manifest import damage
 
 # Saves at steps 4 and 8, both kept.
 ARGS = [*QUICK, "logger.mode=disabled"]

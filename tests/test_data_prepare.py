@@ -62,23 +62,54 @@ def test_a_killed_build_leaves_no_cache_that_is_trusted(tmp_path):
         import os, signal
         from pathlib import Path
         import numpy as np, pyarrow as pa
+        from data.cache import publish_dir
         from data.store import write_store
 
         def batches():
             yield pa.chunked_array([pa.array([[1, 2, 3]], pa.list_(pa.uint16()))])
             os.kill(os.getpid(), signal.SIGKILL)
 
-        write_store(Path({str(store)!r}), batches(), np.dtype(np.uint16), "test")
+        with publish_dir(Path({str(store)!r})) as scratch:
+            write_store(scratch, batches(), np.dtype(np.uint16), "test")
     """
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO)
     assert killed.returncode == -9 and not store.exists()
 
     (store / "tokens.bin").parent.mkdir()
-    meta = {"format": 1, "dtype": "uint16", "num_tokens": 9, "num_documents": 1, "origin": "x"}
+    meta = {"format": 1, "dtype": "uint16", "num_tokens": 9, "num_documents": 1, "origin": "x", "content": "0"}
     (store / "meta.json").write_text(json.dumps(meta))
     (store / "tokens.bin").write_bytes(b"\0" * 4)
     with pytest.raises(ValueError, match="does not match its meta.json"):
         TokenStore.open(store)
+
+
+@pytest.mark.parametrize("harm", ["tokenizer cut in half", "tokens.bin cut short", "doc_starts.bin edited",
+                                  "meta.json edited", "corpus cut short", "manifest gone"])
+def test_a_damaged_cache_is_named_set_aside_and_rebuilt(tmp_path, caplog, harm):
+    cfg = sample_cfg(tmp_path, validation_fraction=0)
+    tokenizer = load_tokenizer("sample", cache_dir=str(tmp_path))
+    store = build_splits(cfg, tokenizer)["train"].dataset.store
+    expected = store.tokens.tolist()
+    root = tmp_path / "coca-longctx"
+    (tokenizer_dir,), (corpus_dir,) = (root / "sample-tokenizer").iterdir(), (root / "sample-corpus").iterdir()
+    victim = {"tokenizer cut in half": tokenizer_dir / "tokenizer.json", "tokens.bin cut short": store.folder / "tokens.bin",
+              "doc_starts.bin edited": store.folder / "doc_starts.bin", "meta.json edited": store.folder / "meta.json",
+              "corpus cut short": corpus_dir / "train.parquet", "manifest gone": store.folder / ".manifest.json"}[harm]
+    data = victim.read_bytes()
+    if harm == "manifest gone":
+        victim.unlink()
+    elif "edited" in harm:
+        victim.write_bytes(data.replace(b"1", b"2", 1) if harm == "meta.json edited" else data[:-1] + b"\x07")
+    else:
+        victim.write_bytes(data[:len(data) // 2])
+
+    with caplog.at_level("WARNING"):
+        tokenizer = load_tokenizer("sample", cache_dir=str(tmp_path))
+        rebuilt = build_splits(cfg, tokenizer)["train"]
+    assert rebuilt.dataset.store.tokens.tolist() == expected
+    (warning,) = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert str(victim.parent) in warning and "built again" in warning, warning
+    assert len(list(victim.parent.parent.glob(f".damaged-{victim.parent.name}-*"))) == 1  # set aside, not deleted
 
 
 def test_prepare_cli_on_the_sample(tmp_path):

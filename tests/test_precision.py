@@ -1,5 +1,7 @@
 """Half precision: CoCA's attention in bf16 and fp16 against float64 (vanilla RoPE as the
 yardstick), a tiny model forward and backward in fp16, and bf16 training against fp32."""
+import re
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from tests.test_coca import tiny_config, tiny_model, token_batch
 from tests.test_config import compose_config
 from train.cli import EXIT_BAD_INPUT
 from train.coca import convert_to_coca
+from train.diagnose import explain_non_finite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FP16_MAX = torch.finfo(torch.float16).max
@@ -82,3 +85,36 @@ def test_bf16_training_follows_fp32_and_fp16_is_refused_on_cpu(env, tmp_path):
         assert max(gaps) < 0.01, max(gaps)  # measured: 0.0016 at most, on a loss going 6.25 -> 4.3
         assert max(gaps) > 0  # bf16 really ran
         assert full[300] < full[1] - 1.0
+
+
+def _outlier_query_model(variant: str, magnitude: float):
+    """A GQA LLaMA with head_dim 64 (4 heads of 64, 2 KV heads) whose first RoPE slice of the
+    first query head is scaled until its largest |q_j| on token_batch() reaches `magnitude`."""
+    model = convert_to_coca(tiny_model(config=tiny_config(hidden_size=256, intermediate_size=128, kv_heads=2),
+                                       dtype=torch.float32), variant)
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        hidden = layer.input_layernorm(model.model.embed_tokens(token_batch()))
+        q = layer.self_attn.q_proj(hidden)
+        largest = (q[..., 0].square() + q[..., 32].square()).sqrt().max()  # slice 0 pairs dims 0 and 32
+        layer.self_attn.q_proj.weight[[0, 32]] *= magnitude / largest
+    return model
+
+
+def test_fp16_coca_holds_queries_that_overflowed_before_and_names_the_layer_where_it_cannot():
+    """|q_j| = 782 at head_dim 64 used to overflow slack's Q' (q^2 x the softmax scale = 76,000 >
+    65,504) and turn the logits NaN; the factor moved to K' holds it, exactly as fp32 computes."""
+    for variant in ("vanilla", "slack", "exact"):
+        model = _outlier_query_model(variant, 782.0)
+        reference = model(token_batch()).logits.detach()
+        with torch.no_grad():
+            half = model.half()(token_batch()).logits.float()
+        assert half.isfinite().all(), variant
+        assert ((half - reference).norm() / reference.norm()) < 0.02, variant
+    # Far beyond: a forward in fp16 is no longer finite, and the diagnosis names layer and magnitude.
+    model = _outlier_query_model("slack", 6000.0).half()
+    with torch.no_grad():
+        assert not model(token_batch()).logits.isfinite().all()
+    cause = explain_non_finite(model, {"input_ids": token_batch()})
+    assert re.match(r"attention layer 0 \(slack\): CoCA's Q' overflows float16: the largest \|q_j\| is (5,99\d|6,00\d) "
+                    r"\(float16 holds \|q_j\| up to ~2,896", cause), cause

@@ -12,9 +12,22 @@ from typing import Any, Callable
 EXIT_BAD_INPUT = 2
 # max_bad_steps non-finite steps in a row stopped the run.
 EXIT_DIVERGED = 3
+# The disk filled up while saving a checkpoint; the partial one is removed. Not requeued: the
+# same run would fail the same way until someone frees space.
+EXIT_NO_SPACE = 4
 # Stopped by a preemption signal or the wall-time budget, after saving: EX_TEMPFAIL, "try
 # again". Launchers requeue on it (launch/slurm.sbatch).
 EXIT_PREEMPTED = 75
+# Statuses after which the rest of a sweep is not started: the same command, run again, resumes.
+_ENDS_SWEEP = (EXIT_NO_SPACE, EXIT_PREEMPTED)
+
+
+class StopRun(Exception):
+    """A run that ends early in a known way: its exit status and a one-line message saying why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 _statuses: list[int] = []
 _jobs_started: list[str] = []
@@ -24,21 +37,23 @@ def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
     """Runs `function(config)` as one job and records its status: the int it returns, else 0.
 
     Bad input (ValueError, FileNotFoundError) is one logged line and status 2
-    (HYDRA_FULL_ERROR=1 shows the traceback instead); the next job of a sweep still runs. A stop
-    request ends the whole sweep at once: the jobs after it have not started, and the same
-    command run again resumes every job from its own run_dir.
+    (HYDRA_FULL_ERROR=1 shows the traceback instead); the next job of a sweep still runs. So is
+    a StopRun, with its own status. A stop request or a full disk ends the whole sweep at once:
+    the jobs after it have not started, and the same command run again resumes every job from
+    its own run_dir.
     """
     _jobs_started.append(command)
     try:
         result = function(config)
         status = result if isinstance(result, int) else 0
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, StopRun) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logging.getLogger(command).error("%s: %s", type(error).__name__, error)
-        status = EXIT_BAD_INPUT
+        kind = "error" if isinstance(error, StopRun) else type(error).__name__
+        logging.getLogger(command).error("%s: %s", kind, error)
+        status = error.status if isinstance(error, StopRun) else EXIT_BAD_INPUT
     _statuses.append(status)
-    if status == EXIT_PREEMPTED:
+    if status in _ENDS_SWEEP:
         sys.exit(status)
 
 

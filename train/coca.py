@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
@@ -40,6 +41,26 @@ CONFIG_KEY = "coca_variant"
 # this file cannot import the project's conf package, since exports ship it alone.
 VARIANTS = ("vanilla", "slack", "exact")
 T_INITS = ("k_proj", "random")
+# In fp16, the factor moved from CoCA's Q' to its K' (see coca_query_key): a power of two, so exact.
+FP16_KEY_SHIFT = 2.0**4
+
+
+# The oldest transformers this file works with (pyproject.toml says the same). 4.x passed the
+# decoder's KV cache to attention layers as `past_key_value`, which this layer would not see, and
+# cached generation would then silently attend to the newest token alone.
+MIN_TRANSFORMERS = (5, 17)
+
+
+def check_transformers(version: str) -> None:
+    found = tuple(int(part) for part in version.split(".")[:2])
+    if found < MIN_TRANSFORMERS:
+        oldest = ".".join(map(str, MIN_TRANSFORMERS))
+        raise ImportError(f"CoCA's attention (coca.py) needs transformers >= {oldest}, found {version}: older "
+                          f"releases hand the KV cache to attention under another name; pip install "
+                          f"'transformers>={oldest}'")
+
+
+check_transformers(transformers.__version__)
 
 
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -75,26 +96,31 @@ def coca_query_key(
 
     Vanilla is RoPE as transformers computes it. CoCA's Q' grows like |q|^2, its logits like
     |q|^2 |k|, so in half precision it is prepared in fp32 and `scaling` is folded into Q' before
-    the one rounding back: fp16 then holds Q' up to |q_j| ~ 860 instead of ~ 256, and slack's
-    Q' carries one rounding instead of four (bench/precision.py measures both).
+    the one rounding back, so that slack's Q' carries one rounding instead of four. In fp16, whose
+    range ends at 65504, Q' also gives a factor FP16_KEY_SHIFT to K' (a power of two: the product,
+    hence every logit, is unchanged bit for bit): it then holds |q_j| up to ~2,900 at head_dim 64
+    (~3,400 at 128) and key scalars c_j up to ~2,900, where Q' alone overflowed at |q_j| ~ 724
+    (~860): bench/precision.py measures the errors, train/diagnose.py names a layer that overflows.
     """
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
     if variant == "vanilla":
         return _rope(query, cos, sin), _rope(t, cos, sin), scaling
     dtype = query.dtype
+    shift = FP16_KEY_SHIFT if dtype == torch.float16 else 1.0
     query, t, cos, sin = (x.to(torch.promote_types(x.dtype, torch.float32)) for x in (query, t, cos, sin))
     half = t.shape[-1] // 2
     # The means' halving, relu(x) / 2 == relu(x / 2), moves into the (head-free) tables.
     cos_half, sin_half = cos / 2, sin / 2
     c2 = F.relu(t[..., :half] + t[..., half:])  # (B, Hkv, S, d/2): twice the scalar per 2-D slice
-    key = _rope_of_doubled(c2, cos_half, sin_half).to(dtype)
+    key = _rope_of_doubled(c2, cos_half * shift, sin_half * shift).to(dtype)
+    q_scale = scaling / shift
     if variant == "slack":
         # q * RoPE(q) = q^2 cos + cat(-q1 q2, q1 q2) sin: autograd keeps q alone, not RoPE(q) too.
         p = query[..., :half] * query[..., half:]
-        prepared = query.square() * (cos * scaling) + torch.cat((-p, p), dim=-1) * (sin * scaling)
+        prepared = query.square() * (cos * q_scale) + torch.cat((-p, p), dim=-1) * (sin * q_scale)
         return prepared.to(dtype), key, 1.0
     a2 = query[..., :half].square() + query[..., half:].square()  # |q_j|^2 = 2a, halved by the tables
-    return _rope_of_doubled(a2, cos_half * scaling, sin_half * scaling).to(dtype), key, 1.0
+    return _rope_of_doubled(a2, cos_half * q_scale, sin_half * q_scale).to(dtype), key, 1.0
 
 
 class CocaAttention(nn.Module):

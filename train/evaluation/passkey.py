@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from train.diagnose import require_finite
 from train.evaluation.rope_state import forget_longer_sequences
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -79,8 +80,9 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: P
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     forget_longer_sequences(model)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                         use_cache=True, pad_token_id=pad)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                         use_cache=True, pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
+    require_finite(torch.stack(out.logits), model, {"input_ids": ids}, f"passkey prompt of {ids.shape[1]} tokens")
+    return tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
 
 
 def is_correct(answer_text: str, key: str) -> bool:

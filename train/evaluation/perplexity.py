@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
+from train.diagnose import require_finite
 from train.evaluation.rope_state import forget_longer_sequences
 
 # Positions per output-projection call: the logits of a 32K window (32K x 32K vocab in fp32,
@@ -59,7 +60,9 @@ def sliding_window_perplexity(model: PreTrainedModel, docs: list[torch.Tensor], 
     for first in tqdm(range(0, len(plan), batch_size), desc=f"perplexity {length}", unit="batch", dynamic_ncols=True):
         batch = plan[first:first + batch_size]
         ids = torch.stack([docs[doc][start:start + length] for doc, start, _ in batch]).to(device)
-        total += _scored_nll(model, ids, [scored for *_, scored in batch])
+        nll = _scored_nll(model, ids, [scored for *_, scored in batch])
+        require_finite(nll, model, {"input_ids": ids}, f"perplexity at {length} tokens")
+        total += nll
         count += sum(scored for *_, scored in batch)
     return LengthResult(length, len(plan), count, total.item() / count)
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from data.files import write_atomically
 
 RESULTS_FILE, TABLE_FILE = "eval.json", "eval.md"
 
@@ -18,8 +19,8 @@ def length_name(length: int) -> str:
 def write_results(results: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # Infinite perplexity (a model far outside its range) is null in JSON; nll keeps the value.
-    _atomic_write(folder / RESULTS_FILE, json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
-    _atomic_write(folder / TABLE_FILE, markdown(results))
+    write_atomically(folder / RESULTS_FILE, json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
+    write_atomically(folder / TABLE_FILE, markdown(results))
     return folder / RESULTS_FILE
 
 
@@ -85,9 +86,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

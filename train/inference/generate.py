@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import set_seed
 
+from train.diagnose import require_finite
 from train.inference.config import GenerateConfig, validate_generate
 from train.inference.load import checkpoint_config, device, load_checkpoint_tokenizer, load_model, resolve
 
@@ -21,7 +22,9 @@ def generate(config: GenerateConfig) -> str:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=config.max_new_tokens,
-                             do_sample=config.do_sample, pad_token_id=pad, **sampling)
-    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                             do_sample=config.do_sample, pad_token_id=pad, return_dict_in_generate=True,
+                             output_logits=True, **sampling)
+    require_finite(torch.stack(out.logits), model, {"input_ids": ids}, "generation")
+    text = tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
     print(config.prompt + text)
     return text

@@ -21,7 +21,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained
-from train.trainer import checkpoint as checkpoints
+from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
 from train.trainer.state import STATE_FILE, read_state
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ def resolve(path: str, key: str = "checkpoint") -> Checkpoint:
     folder = Path(path).expanduser().absolute()
     if not folder.is_dir():
         raise FileNotFoundError(f"{key}={path!r} is not a folder")
-    if not checkpoints.is_complete(folder) and _is_transformers_folder(folder):
+    if not is_complete(folder) and _is_transformers_folder(folder):
         return Checkpoint(folder, EXPORTED)
     try:
         # An absolute path never reads as resume's special values auto/none.
-        step = checkpoints.find_resume_checkpoint(str(folder), folder)
+        step = find_resume_checkpoint(str(folder), folder)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{key}={path!r} is not a checkpoint: give a run_dir, its checkpoints/ folder, a complete step-N "
@@ -93,7 +93,10 @@ def load_model(
         model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
         convert_to_coca(model, variant)
     _check_loaded(ckpt.folder, info)
-    model.config.use_cache = True  # the trainer switches it off; generation wants it
+    # The trainer switches the KV cache off, and transformers copies that into the generation
+    # config; exports inherit both, so generate() would re-read the whole sequence for every new
+    # token (and overrun a static cache): switch it back on in both.
+    model.config.use_cache = model.generation_config.use_cache = True
     return model.eval()
 
 

@@ -70,9 +70,18 @@ def local_device() -> torch.device:
 
 def broadcast_from_main(value):
     """Rank 0's value of a picklable object, on every rank."""
+    if world_size() == 1:
+        return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(value) -> list:
+    """Every rank's value of a picklable object, in rank order, on every rank."""
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def any_rank(flag: bool) -> bool:

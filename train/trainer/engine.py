@@ -23,8 +23,9 @@ def deepspeed_config(config: FinetuneConfig) -> dict:
     """The `deepspeed` group plus precision, optimizer and schedule, which have one home each."""
     ds = copy.deepcopy(config.deepspeed)
     trainer, optim = config.trainer, config.optim
-    ds["bf16"] = {"enabled": trainer.precision == "bf16"}
-    ds["fp16"] = {"enabled": trainer.precision == "fp16"}
+    # Keep whatever else the deepspeed group sets in these blocks (fp16's loss-scale settings).
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": trainer.precision == "bf16"}
+    ds["fp16"] = {**ds.get("fp16", {}), "enabled": trainer.precision == "fp16"}
     # On CPU (tests, the default run) DeepSpeed's fused Adam kernels do not exist; torch's do.
     on_cpu = deepspeed.get_accelerator().device_name() == "cpu"
     ds["optimizer"] = {

@@ -16,7 +16,9 @@ from tqdm import tqdm
 from conf import FinetuneConfig
 from conf.schema import validate
 from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
-from train.trainer import checkpoint, distributed
+from train.trainer import distributed
+from train.trainer.checkpoint.save import save as save_checkpoint
+from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
 from train.trainer.metrics import memory_metrics
 from train.trainer.setup import Components, setup
 
@@ -26,31 +28,51 @@ log = logging.getLogger(__name__)
 def run(config: FinetuneConfig) -> int:
     """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED)."""
     validate(config)
-    return fit(setup(config))
+    c = setup(config)
+    try:
+        return fit(c)
+    finally:
+        if c.metrics is not None:
+            c.metrics.finish()
+        c.lock.release()
+        c.stop.restore()
 
 
 def fit(c: Components) -> int:
     t, state = c.config.trainer, c.state
-    progress = tqdm(total=t.max_steps, initial=state.step, disable=not distributed.is_main(),
-                    desc="train", unit="step", dynamic_ncols=True)
     window = _Window()
-    bad_in_row, status = 0, 0
+    divergence = DivergenceWatch(t.max_bad_steps, loss_scaling=t.precision == "fp16")
+    with tqdm(total=t.max_steps, initial=state.step, disable=not distributed.is_main(), desc="train", unit="step",
+              dynamic_ncols=True) as progress:
+        status = _steps(c, divergence, window, progress)
+    torch.distributed.barrier()
+    return status
+
+
+def _steps(c: Components, divergence: DivergenceWatch, window: _Window, progress: tqdm) -> int:
+    """Optimizer steps until max_steps, a stop request or divergence; returns the exit status."""
+    t, state = c.config.trainer, c.state
     while state.step < t.max_steps:
-        loss, applied = c.steps.train_step()
+        try:
+            loss, applied = c.steps.train_step()
+        except Exception as error:
+            if LOSS_SCALE_EXHAUSTED not in str(error):
+                raise
+            log.error("step %d: fp16 gradients overflow even at DeepSpeed's smallest loss scale: stopping; the "
+                      "last good checkpoint is kept", state.step + 1)
+            return EXIT_DIVERGED
         state.step += 1
         state.tokens_seen += c.tokens_per_step
         window.steps += 1
         progress.update(1)
-        if applied and math.isfinite(loss):
-            bad_in_row = 0
-        else:
-            bad_in_row += 1
+        if not math.isfinite(loss) and (cause := c.steps.explain_non_finite()) is not None:
+            raise ValueError(f"step {state.step}: non-finite loss, caused by {cause}")
+        if divergence.is_bad(loss, applied):
             log.warning("step %d: non-finite loss or gradients (loss %s): step skipped (%d in a row)",
-                        state.step, loss, bad_in_row)
-            if bad_in_row >= t.max_bad_steps:
-                log.error("%d non-finite steps in a row: stopping; the last good checkpoint is kept", bad_in_row)
-                status = EXIT_DIVERGED
-                break
+                        state.step, loss, divergence.in_row + 1)
+        if divergence.record(loss, applied):
+            log.error("%d non-finite steps in a row: stopping; the last good checkpoint is kept", divergence.in_row)
+            return EXIT_DIVERGED
         if state.step % t.log_every == 0:
             _log_step(c, loss, window, progress)
         if c.steps.val_set is not None and state.step % t.eval_every == 0:
@@ -59,15 +81,10 @@ def fit(c: Components) -> int:
         if reason is not None:
             log.warning("stopping at step %d (%s): saving, then exiting with %d", state.step, reason, EXIT_PREEMPTED)
             save(c)
-            status = EXIT_PREEMPTED
-            break
+            return EXIT_PREEMPTED
         if state.step % t.save_every == 0 or state.step == t.max_steps:
             save(c)
-    progress.close()
-    if c.metrics is not None:
-        c.metrics.finish()
-    torch.distributed.barrier()
-    return status
+    return 0
 
 
 class _Window:
@@ -124,10 +141,11 @@ def save(c: Components) -> None:
         (folder / "config.yaml").write_text(yaml.safe_dump(c.resolved, sort_keys=False))
         c.engine.module.config.save_pretrained(folder)
         c.tokenizer.save_pretrained(folder)
+        c.identity.save(folder)
 
     c.state.sampler = c.sampler.state_dict()
     c.state.wandb_run_id = distributed.broadcast_from_main(c.state.wandb_run_id)
-    checkpoint.save(c.engine, c.run_dir / "checkpoints", c.state, c.config.trainer.keep_last, extras)
+    save_checkpoint(c.engine, c.run_dir / "checkpoints", c.state, c.config.trainer.keep_last, extras)
 
 
 def _as_float(value) -> float | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import deepspeed
 import torch
 
 from conf import LoggerConfig
+from data.files import write_atomically
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -61,12 +61,24 @@ class MetricsLogger:
         self.wandb_run = self._start_wandb(run_dir, config, full_config, run_id)
 
     def _truncate_after(self, step: int) -> None:
+        """Keep the lines up to `step`. A last line cut short (a kill or a full disk mid-write) is
+        dropped with a warning; damage anywhere else is refused, naming the line."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        lines = [line for line in self.path.read_text().splitlines() if line]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise ValueError(f"{self.path}, line {number}, is not JSON: only a last line cut short is "
+                                     "repaired; mend or remove that line") from None
+                log.warning("%s: its last line was cut short (%r): dropped", self.path, line[:80])
+                continue
+            if record["step"] <= step:
+                kept.append(line)
+        write_atomically(self.path, "".join(line + "\n" for line in kept))
 
     @staticmethod
     def _start_wandb(run_dir: Path, config: LoggerConfig, full_config: dict, run_id: str | None):

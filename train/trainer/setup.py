@@ -1,7 +1,9 @@
 """Everything a fine-tuning run works with, made and checked before the loop: `setup(config) -> Components`.
 
-The order is the checks' order: cheap ones (paths, tokenizer, model identity, sequence
-parallelism, memory) before the data is tokenized and long before the weights load.
+The order is the checks' order: cheap ones (paths, tokenizer, what a checkpoint to resume or
+start from means, sequence parallelism) before the data is tokenized, the data's own identity
+and the memory estimate before anything in run_dir moves or the weights load. One run holds
+run_dir from the start (train/trainer/run_dir_lock.py).
 """
 from __future__ import annotations
 
@@ -20,24 +22,26 @@ from transformers.integrations import HfDeepSpeedConfig
 
 from conf import FinetuneConfig
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
+from data.tokenizer import tokenizer_fingerprint
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
-from train.trainer import checkpoint, distributed
+from train.trainer import distributed
 from train.trainer.build import build_model, model_config
+from train.trainer.checkpoint.folders import find_resume_checkpoint
+from train.trainer.checkpoint.identity import Identity, check_architecture, check_init_from, check_resume
+from train.trainer.checkpoint.load import load
+from train.trainer.checkpoint.parent_weights import model_weights
+from train.trainer.checkpoint.resume import plan_resume
 from train.trainer.distill import AttentionDistiller
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
-from train.trainer.resume import resume_point
+from train.trainer.run_dir_lock import RunDirLock
 from train.trainer.state import TrainerState, saved_world_size
 from train.trainer.steps import Steps
 from train.trainer.stop import StopRequest
 
 log = logging.getLogger(__name__)
-
-# Architecture fields that must match for a checkpoint to belong to this model.
-_IDENTITY = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-             "intermediate_size", "vocab_size")
 
 
 @dataclasses.dataclass
@@ -55,6 +59,8 @@ class Components:
     state: TrainerState  # fresh, or restored from the checkpoint resumed
     metrics: MetricsLogger | None  # rank 0 only
     stop: StopRequest
+    lock: RunDirLock  # held until the run ends
+    identity: Identity  # what this run's checkpoints mean, saved with each
     started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
     tokens_per_step: int
     flops_per_token: float
@@ -62,26 +68,48 @@ class Components:
 
 
 def setup(config: FinetuneConfig) -> Components:
-    """The run's components, every check done: a run that cannot work stops here, before the loop."""
+    """The run's components, every check done: a run that cannot work stops here, before the loop.
+    The caller releases `lock` (and restores the signal handlers) when the run ends."""
     stop, started = StopRequest(), time.monotonic()
     distributed.init_distributed(config.trainer.collective_timeout_min)
     check_precision(config.trainer.precision)
     set_seed(config.seed)
     run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
-    resume_from = resume_point(config.resume, run_dir)
-    init_from = None
+    lock = RunDirLock(run_dir)
+    try:
+        lock.acquire()
+        return _setup(config, run_dir, stop, started, lock)
+    except BaseException:
+        lock.release()
+        stop.restore()
+        raise
+
+
+def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: float, lock: RunDirLock) -> Components:
+    plan = plan_resume(config.resume, run_dir)
+    resume_from, init_from = plan.chosen, None
     if config.model.init_from is not None and resume_from is None:
-        init_from = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+        init_from = find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
 
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.name_or_path, config.data.cache_dir)
     hf_config = model_config(config.model, tokenizer)
     check_tokenizer_fits(tokenizer, hf_config.vocab_size)
     sequence_parallel.check(config, hf_config, distributed.world_size())
-    for folder in (resume_from, init_from):
-        if folder is not None:
-            check_same_model(folder, hf_config)
+    identity = Identity(config.model.attention, tokenizer_fingerprint(tokenizer), config.data.seq_len)
+    if resume_from is not None:
+        check_architecture(resume_from, hf_config)
+        check_resume(resume_from, identity)
+    if init_from is not None:
+        check_architecture(init_from, hf_config)
+        check_init_from(init_from, identity)
     train_set, val_set = _datasets(config, tokenizer)
-    engine, mpu, tile = _engine(config, hf_config, resume_from, init_from)
+    identity = dataclasses.replace(identity, data=train_set.fingerprint)
+    if resume_from is not None:
+        check_resume(resume_from, identity)
+    ds_config = deepspeed_config(config)
+    _check_memory(config, hf_config, ds_config)
+    plan.apply()
+    engine, mpu, tile = _engine(config, hf_config, ds_config, resume_from, init_from)
 
     rank, world = distributed.rank(), distributed.world_size()
     global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
@@ -96,17 +124,9 @@ def setup(config: FinetuneConfig) -> Components:
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
                   logits_tile=tile if config.trainer.tiled_logits else None, distiller=distiller)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
-                      started, tokens_per_step=global_batch * config.data.seq_len,
+                      lock, identity, started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
-
-
-def check_same_model(folder: Path, config: PretrainedConfig) -> None:
-    saved = PretrainedConfig.from_json_file(str(folder / "config.json"))
-    for key in _IDENTITY:
-        ours, theirs = getattr(config, key, None), getattr(saved, key, None)
-        if ours != theirs:
-            raise ValueError(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
 
 
 def _datasets(config: FinetuneConfig, tokenizer) -> tuple[PackedDataset, PackedDataset | None]:
@@ -125,10 +145,9 @@ def _datasets(config: FinetuneConfig, tokenizer) -> tuple[PackedDataset, PackedD
     return splits["train"], splits.get("validation")
 
 
-def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, resume_from: Path | None, init_from: Path | None):
+def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict, resume_from: Path | None,
+            init_from: Path | None):
     """(DeepSpeed engine, sequence-parallel mpu or None, tile tokens) over the model the run trains."""
-    ds_config = deepspeed_config(config)
-    _check_memory(config, hf_config, ds_config)
     saved_by = next((saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
     if saved_by is not None and saved_by != distributed.world_size():
         log.info("checkpoint saved by %d ranks, this run has %d: loading DeepSpeed's universal form",
@@ -166,7 +185,7 @@ def _check_memory(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config
 def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | None,
              init_from: Path | None) -> TrainerState:
     if resume_from is not None:
-        state = checkpoint.load(engine, resume_from)
+        state = load(engine, resume_from)
         sampler.load_state_dict(state.sampler)
         log.info("resumed from %s at step %d", resume_from, state.step)
         saved = yaml.safe_load((resume_from / "config.yaml").read_text())["trainer"]
@@ -176,7 +195,7 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
                      sampler.global_batch_size, sampler.epoch, sampler.position)
         return state
     if init_from is not None:
-        checkpoint.load(engine, init_from, weights_only=True)
+        load(engine, init_from, weights_only=True)
         log.info("weights from %s (fresh optimizer and schedule)", init_from)
     return TrainerState()
 
@@ -186,9 +205,9 @@ def _distiller(config: FinetuneConfig, engine) -> AttentionDistiller | None:
     also when this run resumes from its own (whose W_t has moved on)."""
     if config.trainer.loss != "attention_distill":
         return None
-    parent = checkpoint.find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+    parent = find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
     log.info("attention distillation against the vanilla attention of %s", parent)
-    return AttentionDistiller(engine.module, checkpoint.model_weights(parent, ("k_proj.weight", "k_proj.bias")))
+    return AttentionDistiller(engine.module, model_weights(parent, ("k_proj.weight", "k_proj.bias")))
 
 
 def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from data.files import write_atomically
 
 STATE_FILE = "trainer_state.json"
 
@@ -38,9 +39,3 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 def saved_world_size(folder: Path) -> int:
     return read_state(folder)["world_size"]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from conf import FinetuneConfig
+from train.diagnose import explain_non_finite
 from train.parallel import sequence_parallel
 from train.trainer import distributed
 from train.trainer.distill import AttentionDistiller
@@ -59,6 +60,7 @@ class Steps:
         total = 0.0
         for _ in range(self.micro_steps):
             batch = self._next_batch()
+            self.last_batch = batch
             if self.distiller is None:
                 loss, value = self._loss(batch)
             else:
@@ -68,6 +70,13 @@ class Steps:
             total += value
         self.sampler.advance()
         return distributed.mean_over_ranks(total / self.micro_steps), self.engine.was_step_applied()
+
+    def explain_non_finite(self) -> str | None:
+        """Why the last micro-batch's loss was not finite, if attention is to blame (train/diagnose.py),
+        as found on any rank; every rank gets the same answer."""
+        batch = {k: v.to(self.engine.device) for k, v in self.last_batch.items() if k != "labels"}
+        found = explain_non_finite(self.engine, batch) if self.mpu is None else None
+        return next((cause for cause in distributed.gather(found) if cause is not None), None)
 
     @torch.no_grad()
     def evaluate(self) -> float:
