@@ -28,6 +28,9 @@ class DataConfig:
     # without a validation split (sample; local without validation* files) hold out this
     # fraction of the training books, chosen by a fixed seed; 0: no validation split
     validation_fraction: float = 0.1
+    # this fraction of the training blocks are replaced by synthetic passkey-retrieval sequences
+    # (data/passkey_mix.py: haystack and keys from the training side only); 0: plain text
+    passkey_fraction: float = 0.0
     num_proc: int = 1
     # datasets' caches and ours (coca-longctx/: sample corpus and tokenizer, token streams)
     # live here; null: datasets' cache (HF_DATASETS_CACHE)

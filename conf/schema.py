@@ -16,6 +16,7 @@ from conf.data_schema import DataConfig
 # cannot import conf); tests/test_hub.py keeps the two equal.
 VARIANTS = ("vanilla", "slack", "exact")
 T_INITS = ("k_proj", "random")  # model.t_init
+SLICES = ("all", "low_frequency")  # model.coca_slices
 TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)
 PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision
@@ -31,6 +32,9 @@ class ModelConfig:
     # defaults to name_or_path; "sample" is the byte-level BPE the project trains on its sample corpus
     tokenizer: Optional[str] = None
     attention: str = "slack"  # vanilla | slack | exact
+    # all: the constraint on every 2-D RoPE slice (the paper's) | low_frequency: only on the slices
+    # whose wavelength exceeds the training length (max_position_embeddings); the rest stay vanilla
+    coca_slices: str = "all"
     t_init: str = "k_proj"  # k_proj | random
     trainable: str = "all"  # all | t_only | qkv
     # transformers' rope_parameters overrides, e.g. {rope_type: linear, factor: 4.0}; null: none.
@@ -68,6 +72,9 @@ class TrainerConfig:
     # lm: next-token cross-entropy | attention_distill: a conversion stage where each CoCA layer
     # learns to reproduce its vanilla parent's attention output (train/trainer/distill.py)
     loss: str = "lm"
+    # converting a vanilla parent (model.init_from): its attention layers switch to model.attention
+    # one at a time, bottom first, over this many steps (train/trainer/layerwise.py); 0: all at once
+    layerwise_conversion_steps: int = 0
     save_every: int = 10
     keep_last: int = 2
     eval_every: int = 10
@@ -121,6 +128,7 @@ def validate(config: FinetuneConfig) -> None:
     t, m = config.trainer, config.model
     problems = Problems()
     problems.choice("model.attention", m.attention, VARIANTS)
+    problems.choice("model.coca_slices", m.coca_slices, SLICES)
     problems.choice("model.t_init", m.t_init, T_INITS)
     problems.choice("model.trainable", m.trainable, TRAINABLE)
     problems.choice("model.dtype", m.dtype, DTYPE_NAMES)
@@ -128,6 +136,12 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("trainer.loss", t.loss, LOSSES)
     if t.loss == "attention_distill":
         _check_distillation(config, problems)
+    if t.layerwise_conversion_steps < 0 or t.layerwise_conversion_steps > t.max_steps:
+        problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} must be in [0, "
+                     f"trainer.max_steps={t.max_steps}]")
+    elif t.layerwise_conversion_steps and (m.attention == "vanilla" or m.init_from is None):
+        problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} converts a vanilla parent: "
+                     "it needs model.attention=slack or exact and model.init_from=<the parent>")
     if t.precision == "fp16" and m.attention != "vanilla" and m.attn_implementation == "eager":
         # bench/precision.py: sdpa and flash keep the scores in fp32; eager stores them in fp16.
         problems.add(f"trainer.precision=fp16 with model.attn_implementation=eager is refused for "

@@ -1,12 +1,15 @@
 """From a `data` config and a tokenizer to packed, cached splits."""
 from dataclasses import dataclass
 
+from torch.utils.data import Dataset
+
 from transformers import PreTrainedTokenizerBase
 
 from data.cache import cache_root
 from conf.data_schema import DataConfig
 from data.encode import token_store
 from data.packing import PackedDataset
+from data.passkey_mix import PasskeyMix
 from data.sources import load_raw_splits
 
 
@@ -28,9 +31,13 @@ def build_splits(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[st
     return splits
 
 
-def build_datasets(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, PackedDataset]:
-    """"train", plus "validation" and "test" where the source has them (see data/__init__.py)."""
-    return {name: split.dataset for name, split in build_splits(cfg, tokenizer).items()}
+def build_datasets(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> dict[str, Dataset]:
+    """"train", plus "validation" and "test" where the source has them (see data/__init__.py).
+    With data.passkey_fraction, the training split mixes in retrieval sequences drawn from `seed`."""
+    splits = {name: split.dataset for name, split in build_splits(cfg, tokenizer).items()}
+    if cfg.passkey_fraction > 0:
+        splits["train"] = PasskeyMix(splits["train"], cfg.passkey_fraction, seed, tokenizer)
+    return splits
 
 
 def check_config(cfg: DataConfig) -> None:
@@ -39,5 +46,7 @@ def check_config(cfg: DataConfig) -> None:
         raise ValueError(f"data.seq_len={cfg.seq_len}: it must be a positive number of tokens")
     if not 0 <= cfg.validation_fraction < 1:
         raise ValueError(f"data.validation_fraction={cfg.validation_fraction}: it must be in [0, 1)")
+    if not 0 <= cfg.passkey_fraction < 1:
+        raise ValueError(f"data.passkey_fraction={cfg.passkey_fraction}: it must be in [0, 1)")
     if cfg.num_proc < 1:
         raise ValueError(f"data.num_proc={cfg.num_proc}: it must be at least 1")

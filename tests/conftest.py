@@ -11,6 +11,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["DS_ACCELERATOR"] = "cpu"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
+# torch 2.13 recompiles flex attention with dynamic shapes once it meets a second sequence length,
+# and on CPU that kernel returns wrong values (tests/kernels.py); static recompiles are right.
+# Tests compare kernels at several lengths in one process, so they compile statically.
+os.environ["TORCH_DYNAMO_AUTOMATIC_DYNAMIC_SHAPES"] = "0"
 # What an in-process run (tests/runs.py `train_here`) puts in the environment for its one-rank
 # process group; a subprocess must not inherit it, or it would try to join that group.
 _PROCESS_GROUP_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

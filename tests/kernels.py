@@ -1,9 +1,12 @@
 """Which attention kernels compute correctly on this machine, for tests that compare them.
 
-torch 2.13's compiled flex attention returns NaN or wrong values for some sequence lengths (24
-tokens, say, where 16, 32 and 48 are right) on CPUs without AVX-512: a defect of torch's, shown by
-a plain LlamaForCausalLM with no CoCA in it. Tests check flex at lengths it gets right and skip,
-naming the defect, only where this probe finds the kernel wrong.
+torch 2.13's compiled flex attention returns NaN or wrong values on CPU once it has been
+recompiled with dynamic shapes, which torch does by itself when a process meets a second sequence
+length (and remembers in its compile cache for later processes): 24 tokens give NaN, 48 tokens
+values 0.1-0.4 off, where the static kernel for either length is right. It is torch's defect,
+shown by a plain LlamaForCausalLM with no CoCA in it. The tests compile statically
+(TORCH_DYNAMO_AUTOMATIC_DYNAMIC_SHAPES=0, tests/conftest.py), check flex at lengths it gets right,
+and skip, naming the defect, only where this probe still finds the kernel wrong.
 """
 from __future__ import annotations
 

@@ -72,8 +72,9 @@ def _rotate(x, angles, scale):
     return torch.cat((z.real, z.imag), dim=-1) * scale
 
 
-def reference_attention(attention, rotary, hidden, positions, variant):
-    """The layer's output with scores written straight from the paper, as an N x N matrix."""
+def reference_attention(attention, rotary, hidden, positions, variant, first_slice=0):
+    """The layer's output with scores written straight from the paper, as an N x N matrix: per 2-D
+    slice, vanilla RoPE below first_slice and the variant from it on."""
     b, s, _ = hidden.shape
     d, groups = attention.head_dim, attention.num_key_value_groups
     half = d // 2
@@ -82,6 +83,9 @@ def reference_attention(attention, rotary, hidden, positions, variant):
         x = proj(hidden).view(b, s, -1, d).transpose(1, 2)
         return x.repeat_interleave(repeat, dim=1)
 
+    def per_slice(x):  # (b, h, m, n, d) -> (b, h, m, n, d/2): the two dims of each slice summed
+        return x[..., :half] + x[..., half:]
+
     q, t, v = heads(attention.q_proj, 1), heads(attention.k_proj, groups), heads(attention.v_proj, groups)
     theta = rotary.inv_freq.to(hidden.dtype)  # read after the model's forward: dynamic NTK updated it
     scale = rotary.attention_scaling
@@ -89,17 +93,20 @@ def reference_attention(attention, rotary, hidden, positions, variant):
 
     c = torch.relu((t[..., :half] + t[..., half:]) / 2)  # one scalar per 2-D slice of the key
     t_prime = torch.cat((c, c), dim=-1)
-    if variant == "vanilla":
-        scores = torch.einsum("bhmd,bhnd->bhmn", _rotate(q, angles, scale), _rotate(t, angles, scale))
-    elif variant == "slack":
+    # sum over a slice of RoPE_m(q) * RoPE_n(k): vanilla's score, slice by slice
+    vanilla = per_slice(torch.einsum("bhmd,bhnd->bhmnd", _rotate(q, angles, scale), _rotate(t, angles, scale)))
+    if variant == "slack":
         # sum_d q_m[d] * RoPE_n(t')[d] * RoPE_m(q_m)[d]
-        scores = torch.einsum("bhmd,bhnd,bhmd->bhmn", q, _rotate(t_prime, angles, scale), _rotate(q, angles, scale))
-    else:
-        # sum_j t'_{n,j} |q_{m,j}|^2 cos((m - n) theta_j)
+        coca = per_slice(torch.einsum("bhmd,bhnd,bhmd->bhmnd", q, _rotate(t_prime, angles, scale),
+                                      _rotate(q, angles, scale)))
+    elif variant == "exact":
+        # t'_{n,j} |q_{m,j}|^2 cos((m - n) theta_j)
         q_norm2 = q[..., :half] ** 2 + q[..., half:] ** 2
         relative = angles[..., :, None, :] - angles[..., None, :, :]  # (b, 1, m, n, d/2)
-        scores = scale**2 * torch.einsum("bhnj,bhmj,bhmnj->bhmn", c, q_norm2, torch.cos(relative))
-    scores = scores / math.sqrt(d)
+        coca = scale**2 * torch.einsum("bhnj,bhmj,bhmnj->bhmnj", c, q_norm2, torch.cos(relative))
+    else:
+        coca = vanilla
+    scores = torch.where(torch.arange(half) < first_slice, vanilla, coca).sum(-1) / math.sqrt(d)
     causal = torch.ones(s, s, dtype=torch.bool).tril()
     probs = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     out = (probs @ v).transpose(1, 2).reshape(b, s, -1)
@@ -402,3 +409,46 @@ print("FINITE" if finite else explain_non_finite(model, {"input_ids": token_batc
     if result == "FINITE":
         pytest.skip("flex attention compiled for AVX2 returns finite values here at 24 tokens")
     assert "the attention kernel (flex_attention) returned non-finite values" in result, result
+
+
+# ---------------------------------------------------------------- CoCA on the low-frequency slices only
+
+
+@pytest.mark.parametrize("variant", ["slack", "exact"])
+@pytest.mark.parametrize("rope", ["default", "dynamic"])
+def test_low_frequency_slices_match_the_nxn_reference(variant, rope):
+    config = tiny_config(rope=ROPE[rope], max_position_embeddings=MAX_POSITIONS)
+    model = convert_to_coca(tiny_model(config=config), variant, slices="low_frequency")
+    model.config._attn_implementation = "sdpa"
+    layer = model.model.layers[0].self_attn
+    # head_dim 8: wavelengths 2 pi x 10000^(j/4) = 6.3, 63, 628, 6283 against 16 positions
+    assert layer.first_slice == 1 and model.config.coca_first_slice == 1
+    hidden = torch.randn(2, SEQ, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(SEQ)[None].expand(2, -1)
+    with torch.no_grad():
+        ours = layer_output(model, hidden, positions, float64_tables=True)
+        ref = reference_attention(layer, model.model.rotary_emb, hidden, positions, variant, first_slice=1)
+        all_slices = reference_attention(layer, model.model.rotary_emb, hidden, positions, variant)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert (ours - all_slices).abs().max() > 1e-3  # the first slice really is vanilla
+
+
+def test_the_cut_is_fixed_at_conversion_and_travels_with_the_checkpoint(tmp_path):
+    model = convert_to_coca(tiny_model(dtype=torch.float32), "slack", slices="low_frequency")
+    model.save_pretrained(tmp_path)
+    model.config.max_position_embeddings = 4096  # a later, longer stage does not move the cut
+    assert convert_to_coca(model, "exact").model.layers[1].self_attn.first_slice == 1
+    loaded = load_pretrained(tmp_path)
+    assert (loaded.config.coca_slices, loaded.config.coca_first_slice) == ("low_frequency", 1)
+    ids = token_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(ids).logits, convert_to_coca(model, "slack")(ids).logits)
+
+
+def test_low_frequency_t_init_random_keeps_w_k_on_the_vanilla_slices():
+    original = tiny_model()
+    w_k = original.model.layers[0].self_attn.k_proj.weight
+    model = convert_to_coca(tiny_model(), "slack", t_init="random", slices="low_frequency")
+    w_t = model.model.layers[0].self_attn.k_proj.weight
+    rows = torch.arange(w_t.shape[0]) % 8 % 4  # head_dim 8: each row's slice
+    assert torch.equal(w_t[rows == 0], w_k[rows == 0]) and not torch.equal(w_t[rows > 0], w_k[rows > 0])

@@ -213,8 +213,17 @@ def test_evaluate_command_writes_results_and_joins_the_wandb_run(trained, env):
     assert [r["length"] for r in rows] == [64, 128]
     assert [r["tokens"] for r in rows] == [2 * 126, 2 * 127]  # 64-token windows by 64: one unscored per window
     assert all(1 < r["ppl"] < 10_000 for r in rows)
+    # Every number with what it rests on: per-document NLL, the documents' books and offsets, intervals.
+    ppl = results["perplexity"]
+    assert ppl["num_docs"] == 2 and ppl["available_docs"] > 2 and ppl["books"] == 4
+    assert [(d["book"], d["offset"]) for d in ppl["documents"]] == [(0, 0), (1, 0)]
+    for r in rows:
+        assert len(r["doc_nll"]) == 2 and r["nll"] == pytest.approx(sum(r["doc_nll"]) / 2)
+        assert r["ppl_ci"][0] <= r["ppl"] <= r["ppl_ci"][1]
     (passkey,) = results["passkey"]["by_length"]
     assert passkey["length"] == 160 and passkey["cases"] == 2 and 0 <= passkey["accuracy"] <= 1
+    assert passkey["ci"][0] <= passkey["accuracy"] <= passkey["ci"][1]
+    assert sum(d["cases"] for d in passkey["by_depth"].values()) == 2
     assert "| perplexity |" in (folder / "eval.md").read_text()
     assert (folder / "eval.png").read_bytes()[:4] == b"\x89PNG"
     run_id = json.loads((trained / "checkpoints" / STEP / "trainer_state.json").read_text())["wandb_run_id"]
@@ -254,19 +263,25 @@ def test_bad_paths_and_values_are_named(trained, exported, tmp_path):
     with pytest.raises(ValueError, match="eval.rope_scaling.rope_type='ntk' is not supported"):
         checkpoint_config(resolve(str(exported)), {"rope_type": "ntk", "factor": 4.0}, "eval.rope_scaling")
     tok = load_checkpoint_tokenizer(resolve(str(exported)))
-    with pytest.raises(ValueError, match=r"eval.num_docs=3, but .* has only 0 documents of at least 1000000 tokens"):
-        documents(DataConfig(), "test", tok, 3, 1_000_000)
+    with pytest.raises(ValueError, match=r"test books holds no document of 1000000 tokens \(max of eval.lengths\)"):
+        documents(DataConfig(), "test", tok, 1_000_000)
+    with pytest.raises(ValueError, match=r"eval.num_docs=1000, but .* has only \d+ documents of 512 tokens"):
+        documents(DataConfig(), "test", tok, 512, cap=1000)
     with pytest.raises(ValueError, match="exists and is not an empty folder"):
         export(ExportConfig(checkpoint=str(trained), output=str(exported)))
 
 
-def test_more_documents_than_the_local_test_split_holds(shared_data, tmp_path):
+def test_the_real_test_split_is_read_whole(shared_data, tmp_path):
+    """PG-19's 4 test books in the sample (65,103 to 95,321 LLaMA-2 tokens, shared/data/SOURCES.md)
+    hold 7 documents of 32K: one from the shortest book, two from each other."""
     tok = load_tokenizer(str(shared_data / "llama2-tokenizer"))
     cfg = DataConfig(source="local", path=str(shared_data / "pg19-sample"), cache_dir=str(tmp_path))
-    docs, origin = documents(cfg, "test", tok, 4, 32768)
-    assert [len(d) for d in docs] == [32768] * 4 and docs[0][0] == tok.bos_token_id
-    with pytest.raises(ValueError, match="eval.num_docs=5, but local:.* has only 4 documents of at least 32768"):
-        documents(cfg, "test", tok, 5, 32768)
+    found = documents(cfg, "test", tok, 32768)
+    assert (found.books, found.available, len(found.docs)) == (4, 7, 7)
+    assert all(len(doc.ids) == 32768 for doc in found.docs) and found.docs[0].ids[0] == tok.bos_token_id
+    assert [(doc.book, doc.offset) for doc in found.docs][:5] == [(0, 0), (1, 0), (2, 0), (3, 0), (1, 32768)]
+    with pytest.raises(ValueError, match="eval.num_docs=8, but local:.* has only 7 documents of 32768 tokens"):
+        documents(cfg, "test", tok, 32768, cap=8)
 
 
 def test_bad_input_on_the_command_line_is_one_line_and_status_2(trained, env):
@@ -280,14 +295,28 @@ def test_bad_input_on_the_command_line_is_one_line_and_status_2(trained, env):
 
 # --- plots and generation --------------------------------------------------------------------
 
-def fake_results(label, ppl):
-    return {"label": label, "checkpoint": "/x", "step": None, "device": "cpu",
+def fake_results(label, ppl, seed=None, group=None, spread=0.1, docs=8, accuracy=(1.0, 0.5)):
+    """An eval.json as train.evaluate writes it, with per-document NLL spread around log(ppl)."""
+    import math
+    import random
+
+    rng = random.Random(f"{label}:{seed}")
+    noise = [rng.gauss(0, spread) for _ in range(docs)]
+    rows = []
+    for n, p in zip((512, 1024, 2048), ppl):
+        doc_nll = [math.log(p) + e - sum(noise) / docs for e in noise] if math.isfinite(p) else [800.0] * docs
+        rows.append({"length": n, "ppl": p, "ppl_ci": [p, p], "nll": sum(doc_nll) / docs, "doc_nll": doc_nll})
+    passkey = [{"length": n, "cases": 2, "correct": round(2 * a), "accuracy": a, "ci": [0.0, 1.0],
+                "by_depth": {"0.0": {"cases": 2, "correct": round(2 * a), "accuracy": a}}}
+               for n, a in zip((512, 2048), accuracy)]
+    return {"label": label, "group": group or label, "run": {"name": label, "seed": seed}, "checkpoint": f"/x/{label}",
+            "step": None, "device": "cpu",
             "model": {"coca_variant": "slack", "rope_parameters": {"rope_type": "default"}, "dtype": "float32"},
-            "perplexity": {"data": "d", "num_docs": 1, "doc_tokens": 2048, "stride": 512,
-                           "by_length": [{"length": n, "ppl": p} for n, p in zip((512, 1024, 2048), ppl)]},
-            "passkey": {"cases": 2, "seed": 0, "by_length": [
-                {"length": 512, "accuracy": 1.0, "by_depth": {"0.0": 1.0}},
-                {"length": 2048, "accuracy": 0.5, "by_depth": {"0.0": 0.5}}]}}
+            "perplexity": {"data": "d", "split": "test", "books": 2, "num_docs": docs, "available_docs": docs,
+                           "doc_tokens": 2048, "stride": 512,
+                           "documents": [{"book": i % 2, "title": "t", "offset": 2048 * (i // 2)} for i in range(docs)],
+                           "by_length": rows},
+            "passkey": {"cases": 2, "seed": 0, "by_length": passkey}}
 
 
 def test_plot_command_writes_a_png_of_several_runs(tmp_path):

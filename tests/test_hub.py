@@ -40,6 +40,11 @@ VARIANTS = ["slack", "exact"]
 _exports: dict = {}
 
 
+# What each export is trained with: the variants, and slack on the low-frequency slices only.
+TRAINED_WITH = {"slack": [], "exact": ["model.attention=exact"],
+                "slack-low_frequency": ["model.attention=slack", "model.coca_slices=low_frequency"]}
+
+
 def _export(variant, request):
     """(run_dir, export folder) of a tiny run trained two steps with this CoCA variant, made once;
     slack's is the session's `trained` run and its export (tests/conftest.py)."""
@@ -47,7 +52,7 @@ def _export(variant, request):
         return request.getfixturevalue("trained"), request.getfixturevalue("exported")
     if variant not in _exports:
         env, tmp_path_factory = request.getfixturevalue("env"), request.getfixturevalue("tmp_path_factory")
-        run_dir = train(tmp_path_factory.mktemp(f"run-{variant}"), env, f"model.attention={variant}",
+        run_dir = train(tmp_path_factory.mktemp(f"run-{variant}"), env, *TRAINED_WITH[variant],
                         "logger.mode=disabled")
         out = tmp_path_factory.mktemp("exports") / variant
         code, log = launch("train.export", [f"checkpoint={run_dir}", f"output={out}"], env)
@@ -64,8 +69,9 @@ def export_of(request):
 
 @pytest.fixture(scope="module")
 def every_export(request):
-    """{variant: export folder} for every CoCA variant: one plain-transformers process loads them all."""
-    return {variant: _export(variant, request)[1] for variant in VARIANTS}
+    """{variant: export folder} for every CoCA variant, and slack on the low-frequency slices: one
+    plain-transformers process loads them all."""
+    return {variant: _export(variant, request)[1] for variant in TRAINED_WITH}
 
 
 def plain_transformers(folders: list, tmp_path: Path, env: dict, loads: dict, prompt: bool = False) -> dict:
@@ -99,11 +105,12 @@ def test_shipped_code_is_the_projects_own_and_needs_only_torch_and_transformers(
     for name in SHIPPED_FILES:
         assert (folder / name).read_bytes() == project_file(name).read_bytes(), name
         # transformers refuses remote code importing a package that is not installed, even inside a function.
-        assert set(get_imports(project_file(name))) <= {"__future__", "contextlib", "sys", "typing", "torch",
+        assert set(get_imports(project_file(name))) <= {"__future__", "contextlib", "math", "sys", "typing", "torch",
                                                         "transformers"}, name
     assert set(config[CODE_KEY]) == set(SHIPPED_FILES)
     # train/coca.py cannot import conf (it ships alone), so the allowed values live in both.
-    assert (coca.VARIANTS, coca.T_INITS) == (conf.schema.VARIANTS, conf.schema.T_INITS)
+    assert (coca.VARIANTS, coca.T_INITS, coca.SLICES) == (conf.schema.VARIANTS, conf.schema.T_INITS,
+                                                          conf.schema.SLICES)
 
 
 def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remote_code(every_export, env, tmp_path):
@@ -118,6 +125,9 @@ def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remo
     assert results["project_importable"] is False
     for variant, folder in every_export.items():
         check_plain_transformers_load(folder, results[str(folder)])
+    config = json.loads((every_export["slack-low_frequency"] / "config.json").read_text())
+    # tiny: head_dim 16, trained at 2048 positions: slices 6 and 7 of 8 have longer wavelengths
+    assert (config["coca_slices"], config["coca_first_slice"]) == ("low_frequency", 6)
 
 
 def test_flex_attention_is_among_the_kernels_checked_here():

@@ -19,7 +19,8 @@ from tests.runs import REPO, losses
 from train.cli import EXIT_PREEMPTED
 
 LAUNCH = REPO / "launch"
-SCRIPTS = [LAUNCH / "torchrun.sh", LAUNCH / "multinode.sh", LAUNCH / "slurm.sbatch", LAUNCH / "common.sh"]
+SCRIPTS = [LAUNCH / "torchrun.sh", LAUNCH / "multinode.sh", LAUNCH / "slurm.sbatch", LAUNCH / "common.sh",
+           *sorted((LAUNCH / "experiments").glob("*.sh"))]
 SMALL = ["data.seq_len=64", "data.sample.num_books=6", "data.sample.words_per_book=3000", "logger.mode=disabled"]
 
 FAKE_SRUN = """

@@ -22,6 +22,7 @@ the weights (with modeling_coca_llama.py), so that `trust_remote_code=True` runs
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from typing import Callable
 
@@ -37,10 +38,15 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 # coca_llama is an exported CoCA LLaMA (modeling_coca_llama.py).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "coca_llama")
 CONFIG_KEY = "coca_variant"
+# Which 2-D slices carry the collinear constraint: "all" (the paper's), or "low_frequency": only
+# those whose RoPE wavelength exceeds the length the model was trained at; the others stay
+# vanilla RoPE. The first CoCA slice is fixed when a model is converted, and recorded.
+SLICES_KEY, FIRST_SLICE_KEY = "coca_slices", "coca_first_slice"
 # conf/schema.py holds the same tuples for the config checks (tests/test_hub.py keeps them equal):
 # this file cannot import the project's conf package, since exports ship it alone.
 VARIANTS = ("vanilla", "slack", "exact")
 T_INITS = ("k_proj", "random")
+SLICES = ("all", "low_frequency")
 # In fp16, the factor moved from CoCA's Q' to its K' (see coca_query_key): a power of two, so exact.
 FP16_KEY_SHIFT = 2.0**4
 
@@ -85,14 +91,16 @@ def _rope_of_doubled(s: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 
 
 def coca_query_key(
-    query: torch.Tensor, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, variant: str, scaling: float
+    query: torch.Tensor, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, variant: str, scaling: float,
+    first_slice: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Queries and keys whose plain dot product, times the returned factor, is the logit of `variant`.
 
     query (B, H, S, d), t (B, Hkv, S, d): projections before RoPE, in the model's dtype.
     cos, sin (B, S, d): the model's rotary tables (any rope scaling is already in them).
-    scaling: the layer's softmax scale. Returns Q' (B, H, S, d), K' (B, Hkv, S, d), both in
-    query's dtype, and the scale the kernel applies.
+    scaling: the layer's softmax scale. first_slice: slices below it (the high frequencies) stay
+    vanilla RoPE, with `t` acting there as the key. Returns Q' (B, H, S, d), K' (B, Hkv, S, d),
+    both in query's dtype, and the scale the kernel applies.
 
     Vanilla is RoPE as transformers computes it. CoCA's Q' grows like |q|^2, its logits like
     |q|^2 |k|, so in half precision it is prepared in fp32 and `scaling` is folded into Q' before
@@ -112,15 +120,22 @@ def coca_query_key(
     # The means' halving, relu(x) / 2 == relu(x / 2), moves into the (head-free) tables.
     cos_half, sin_half = cos / 2, sin / 2
     c2 = F.relu(t[..., :half] + t[..., half:])  # (B, Hkv, S, d/2): twice the scalar per 2-D slice
-    key = _rope_of_doubled(c2, cos_half * shift, sin_half * shift).to(dtype)
+    key = _rope_of_doubled(c2, cos_half * shift, sin_half * shift)
     q_scale = scaling / shift
     if variant == "slack":
         # q * RoPE(q) = q^2 cos + cat(-q1 q2, q1 q2) sin: autograd keeps q alone, not RoPE(q) too.
         p = query[..., :half] * query[..., half:]
         prepared = query.square() * (cos * q_scale) + torch.cat((-p, p), dim=-1) * (sin * q_scale)
-        return prepared.to(dtype), key, 1.0
-    a2 = query[..., :half].square() + query[..., half:].square()  # |q_j|^2 = 2a, halved by the tables
-    return _rope_of_doubled(a2, cos_half * q_scale, sin_half * q_scale).to(dtype), key, 1.0
+    else:
+        a2 = query[..., :half].square() + query[..., half:].square()  # |q_j|^2 = 2a, halved by the tables
+        prepared = _rope_of_doubled(a2, cos_half * q_scale, sin_half * q_scale)
+    if first_slice > 0:
+        # Slices below first_slice score as vanilla RoPE: the same per-dimension products, so the two
+        # parts concatenate into one ordinary attention (dim j pairs with j + d/2).
+        vanilla = (torch.arange(2 * half, device=query.device) % half) < first_slice
+        prepared = torch.where(vanilla, _rope(query, cos, sin) * q_scale, prepared)
+        key = torch.where(vanilla, _rope(t, cos, sin) * shift, key)
+    return prepared.to(dtype), key.to(dtype), 1.0
 
 
 class CocaAttention(nn.Module):
@@ -130,10 +145,11 @@ class CocaAttention(nn.Module):
     state dict is unchanged; `k_proj` holds W_t.
     """
 
-    def __init__(self, attention: nn.Module, variant: str):
+    def __init__(self, attention: nn.Module, variant: str, first_slice: int = 0):
         super().__init__()
         check_choice("variant", variant, VARIANTS)
         self.variant = variant
+        self.first_slice = first_slice  # slices below it stay vanilla RoPE (coca_slices=low_frequency)
         self.config = attention.config
         self.layer_idx = attention.layer_idx
         self.head_dim = attention.head_dim
@@ -149,7 +165,7 @@ class CocaAttention(nn.Module):
         self.o_proj = attention.o_proj
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant}"
+        return f"variant={self.variant}" + (f", first_slice={self.first_slice}" if self.first_slice else "")
 
     def forward(
         self,
@@ -170,7 +186,7 @@ class CocaAttention(nn.Module):
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, Hkv, S, d)
 
         cos, sin = position_embeddings
-        query, key, scaling = coca_query_key(query, t, cos, sin, self.variant, self.scaling)
+        query, key, scaling = coca_query_key(query, t, cos, sin, self.variant, self.scaling, self.first_slice)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -217,12 +233,28 @@ def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
 
 
 @torch.no_grad()
-def _reinitialise(linear: nn.Linear, std: float) -> None:
+def _reinitialise(linear: nn.Linear, std: float, head_dim: int, first_slice: int) -> None:
+    """Draw W_t afresh, but for the rows of slices below first_slice, which stay W_k."""
     params = [p for p in (linear.weight, linear.bias) if p is not None]
     with _gathered(params):
-        nn.init.normal_(linear.weight, mean=0.0, std=std)
+        rows = (torch.arange(linear.weight.shape[0], device=linear.weight.device) % head_dim) % (head_dim // 2)
+        coca_rows = rows >= first_slice
+        fresh = torch.empty_like(linear.weight).normal_(mean=0.0, std=std)
+        linear.weight[coca_rows] = fresh[coca_rows]
         if linear.bias is not None:
-            linear.bias.zero_()
+            linear.bias[coca_rows] = 0
+
+
+def first_coca_slice(config) -> int:
+    """The first 2-D slice j whose RoPE wavelength 2 pi / theta_j exceeds the length the model was
+    trained at (rope_parameters' original_max_position_embeddings, else max_position_embeddings):
+    slices from j on never turn once within that length; those below have met every angle."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    trained = rope.get("original_max_position_embeddings") or config.max_position_embeddings
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    half = head_dim // 2
+    return next((j for j in range(half) if 2 * math.pi * theta ** (2 * j / head_dim) > trained), half)
 
 
 def _gathered(params: list[nn.Parameter]):
@@ -236,23 +268,39 @@ def _gathered(params: list[nn.Parameter]):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
-def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_proj") -> nn.Module:
+def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_proj",
+                    slices: str | None = None) -> nn.Module:
     """Swap every attention layer of a loaded LLaMA-family model for CoCA, in place.
 
     variant: "vanilla" (RoPE attention, for comparisons), "slack" (the paper's results) or
         "exact" (the collinear constraint itself).
     t_init: "k_proj" starts W_t from the pretrained W_k; "random" re-initialises it with the
         model's initializer_range, as the reference code does.
+    slices: "all" (the paper's) or "low_frequency" (CoCA only on the slices whose wavelength
+        exceeds the length the model was trained at; first_coca_slice). None: what the model's
+        config records (`coca_slices`), else "all". The cut is computed once and recorded in the
+        config (`coca_first_slice`), so that a saved model keeps it whatever its length later.
     A model converted before is switched to the new variant. Returns the model.
     """
     check_choice("variant", variant, VARIANTS)
     check_choice("t_init", t_init, T_INITS)
+    config = model.config
+    recorded = getattr(config, SLICES_KEY, None)
+    slices = slices or recorded or "all"
+    check_choice("slices", slices, SLICES)
+    first = 0
+    if slices == "low_frequency" and variant != "vanilla":
+        kept = getattr(config, FIRST_SLICE_KEY, None)
+        first = kept if recorded == slices and kept is not None else first_coca_slice(config)
     for layer, attention in _attention_layers(model):
         if isinstance(attention, CocaAttention):
-            attention.variant = variant
+            attention.variant, attention.first_slice = variant, first
         else:
-            layer.self_attn = CocaAttention(attention, variant)
+            layer.self_attn = CocaAttention(attention, variant, first)
         if t_init == "random":
-            _reinitialise(layer.self_attn.k_proj, model.config.initializer_range)
-    setattr(model.config, CONFIG_KEY, variant)
+            _reinitialise(layer.self_attn.k_proj, config.initializer_range, layer.self_attn.head_dim, first)
+    setattr(config, CONFIG_KEY, variant)
+    if variant != "vanilla":
+        setattr(config, SLICES_KEY, slices)
+        setattr(config, FIRST_SLICE_KEY, first)
     return model

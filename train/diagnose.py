@@ -40,7 +40,7 @@ def _overflow(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, sin
     t = layer.k_proj(hidden).view(shape).transpose(1, 2)
     if not (_finite(query) and _finite(t)):
         return f"its projections q/t are non-finite in {query.dtype}"
-    prepared, key, _ = coca_query_key(query, t, cos, sin, layer.variant, layer.scaling)
+    prepared, key, _ = coca_query_key(query, t, cos, sin, layer.variant, layer.scaling, layer.first_slice)
     if _finite(prepared) and _finite(key):
         return None
     largest_q = _slice_norms(query).max().item()

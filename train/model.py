@@ -6,6 +6,7 @@ export and generation in train/inference/load.py.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,17 @@ from conf.checks import check_choice
 from conf.schema import DTYPE_NAMES
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.coca_folder import is_coca_export, llama_config_dict
+
+log = logging.getLogger(__name__)
+
+
+def warn_of_flex_on_cpu(attn_implementation: str) -> None:
+    """torch 2.13's compiled flex attention returns wrong values on CPU once torch recompiles it with
+    dynamic shapes, which it does by itself on meeting a second sequence length (tests/kernels.py)."""
+    if attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        log.warning("attn_implementation=flex_attention on CPU: torch %s's compiled flex kernel has returned wrong "
+                    "values on CPU after recompiling for a new sequence length (dynamic shapes); prefer sdpa here, "
+                    "or set TORCH_DYNAMO_AUTOMATIC_DYNAMIC_SHAPES=0", torch.__version__)
 
 
 def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:

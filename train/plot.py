@@ -2,7 +2,8 @@
 
     python -m train.plot OUT.png runs/a/eval/step-00001000/eval.json runs/b/eval/.../eval.json [--labels A B]
 
-Each eval.json (written by train.evaluate) is one line per panel, named by its label.
+Each model is one line per panel with its 95% interval as a band; the eval.json files (written
+by train.evaluate) of one model's seeds are pooled into one line, named by their group.
 """
 from __future__ import annotations
 
@@ -18,18 +19,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.plot", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the PNG to write")
     parser.add_argument("results", type=Path, nargs="+", help="eval.json files")
-    parser.add_argument("--labels", nargs="+", help="one name per eval.json (default: the label each records)")
+    parser.add_argument("--labels", nargs="+", help="one name per model, the seeds of one counted once (default: "
+                                                    "the group each eval.json records)")
     parser.add_argument("--title")
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".png":
         parser.error(f"OUT={str(args.out)!r} must end in .png")
-    if args.labels and len(args.labels) != len(args.results):
-        parser.error(f"--labels has {len(args.labels)} names for {len(args.results)} eval.json files")
     try:
         runs = [read_results(path) for path in args.results]
+        print(plot_runs(runs, args.out, args.labels, args.title))
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    print(plot_runs(runs, args.out, args.labels, args.title))
 
 
 if __name__ == "__main__":

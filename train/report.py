@@ -2,9 +2,10 @@
 
     python -m train.report runs/*/eval/*/eval.json [--against LABEL ...] [--out FILE.md]
 
-One row per eval.json (perplexity by window length, ppl(longest)/ppl(shortest), and the
-in-window change against each `--against` run), then passkey accuracy where any run retrieves
-keys; see train/evaluation/tables.py.
+One row per model, the eval.json files of its seeds pooled (perplexity by window length with its
+seed spread and 95% document interval, and ppl(longest)/ppl(shortest)); for each `--against`
+model, the paired change of every model against it at every length; then passkey accuracy, with
+Wilson intervals, where any model retrieves keys; see train/evaluation/tables.py.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="+", help="eval.json files, one row each, in this order")
     parser.add_argument("--against", action="append", default=[], metavar="LABEL",
-                        help="a run's label: add the in-window change against it (repeatable)")
+                        help="a model's label (its group): add the paired change of every model against it (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the tables to this .md file")
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,14 @@
-# Shared by the experiment scripts (sourced): where runs go, the training length, and the
-# evaluation every experiment uses. Environment knobs:
-#   ROOT     where the runs go (default outputs/experiments; outputs/quick with QUICK=1)
-#   SEQ_LEN  the training length L (default 128); evaluation runs at L, 2L, ..., 32L
-#   DATA     the books, in PG-19's schema (default ../shared/data/pg19-sample)
-#   QUICK=1  a first look: fewer steps, evaluation to 16L, fewer passkey cases
+# shellcheck shell=bash
+# Shared by the experiment scripts (sourced): where runs go, the training length, the seeds, and
+# the evaluation every experiment uses. Environment knobs:
+#   ROOT       where the runs go (default outputs/experiments; outputs/quick with QUICK=1)
+#   SEQ_LEN    the training length L (default 128); evaluation runs at L, 2L, ..., 32L
+#   DATA       the books, in PG-19's schema (default ../shared/data/pg19-sample)
+#   SEEDS      training seeds, comma-separated (default 0,1,2; QUICK=1: 0)
+#   EVAL_DOCS  test documents read per evaluation, round-robin over the books (default 60; null:
+#              every one, 180 of 32L at L=128 in the sample, about three times the time)
+#   QUICK=1    a first look: one seed, fewer steps, evaluation to 16L on 24 documents
+# Every step resumes: finished training is skipped, and so is an evaluation already written.
 set -euo pipefail
 QUICK=${QUICK:-0}
 if ((QUICK)); then ROOT=${ROOT:-outputs/quick}; else ROOT=${ROOT:-outputs/experiments}; fi
@@ -11,32 +16,53 @@ SEQ_LEN=${SEQ_LEN:-128}
 [[ $SEQ_LEN =~ ^[1-9][0-9]*$ ]] || { echo "SEQ_LEN=$SEQ_LEN must be a positive whole number of tokens" >&2; exit 2; }
 DATA=${DATA:-../shared/data/pg19-sample}
 L=$SEQ_LEN
-TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddings=$L" "run_dir=$ROOT/\${name}")
+if ((QUICK)); then SEEDS=${SEEDS:-0}; else SEEDS=${SEEDS:-0,1,2}; fi
+[[ $SEEDS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "SEEDS=$SEEDS must be comma-separated whole numbers" >&2; exit 2; }
+# shellcheck disable=SC2034  # used by the scripts that source this file
+TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddings=$L" "seed=$SEEDS"
+            "run_dir=$ROOT/\${name}-seed\${seed}")
 if ((QUICK)); then
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L))]"
-    PASSKEY_CASES=10
+    EVAL_DOCS=${EVAL_DOCS:-24}
 else
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L)),$((32 * L))]"
-    PASSKEY_CASES=20
+    EVAL_DOCS=${EVAL_DOCS:-60}
 fi
 NTK='{rope_type:dynamic,factor:4.0}'
-# The passkey prompt alone (key, its repetition, the question) is about 150 tokens: below
-# L = 512 no prompt fits inside the training window, so there is nothing to extrapolate from.
-if ((L >= 512)); then PASSKEY_LENGTHS=$LENGTHS; else PASSKEY_LENGTHS="[]"; fi
+EVAL_ARGS=()
 
-# evaluate RUN_DIR...: perplexity by length and passkey on the test books, each checkpoint with
-# RoPE as trained and with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L).
-evaluate() {
-    local IFS=,
-    python -m train.evaluate -m "checkpoint=$*" "eval.rope_scaling=null,$NTK" \
-        data=local "data.path=$DATA" "eval.lengths=$LENGTHS" "eval.stride=$L" eval.num_docs=4 \
-        eval.batch_size=8 eval.max_batch_tokens=32768 "eval.passkey.lengths=$PASSKEY_LENGTHS" \
-        "eval.passkey.cases=$PASSKEY_CASES"
+# runs NAME...: the run_dir of every NAME and seed, NAME by NAME.
+runs() {
+    local name seed
+    for name in "$@"; do
+        for seed in ${SEEDS//,/ }; do echo "$ROOT/$name-seed$seed"; done
+    done
 }
 
-# results RUN_DIR...: the eval.json files of those runs, as trained then with NTK, in that order
+# evaluate RUN_DIR...: perplexity by length on the test books, each checkpoint with RoPE as trained
+# and with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L), one Hydra sweep
+# per setting over the runs not yet evaluated with it. Extra overrides: EVAL_ARGS (an array).
+evaluate() {
+    local IFS=, rope tag todo run
+    for rope in null "$NTK"; do
+        [[ $rope == null ]] && tag="" || tag="-dynamic-x4"
+        todo=()
+        for run in "$@"; do
+            compgen -G "$run/eval/step-????????$tag/eval.json" >/dev/null || todo+=("$run")
+        done
+        ((${#todo[@]})) || continue
+        python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" \
+            data=local "data.path=$DATA" "eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" \
+            eval.batch_size=8 eval.max_batch_tokens=32768 "eval.passkey.lengths=[]" "${EVAL_ARGS[@]}"
+    done
+}
+
+# results RUN_DIR...: the eval.json of each run's latest checkpoint, as trained then with NTK, in that order
 results() {
-    local run
-    for run in "$@"; do ls "$run"/eval/step-????????/eval.json | tail -1; done
-    for run in "$@"; do ls "$run"/eval/step-*-dynamic-x4/eval.json | tail -1; done
+    local run tag
+    for tag in "" "-dynamic-x4"; do
+        for run in "$@"; do
+            find "$run/eval" -path "*/step-????????$tag/eval.json" | sort | tail -1
+        done
+    done
 }

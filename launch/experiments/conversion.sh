@@ -10,6 +10,7 @@
 # then evaluated like experiment 1. From the repository root:
 #   launch/experiments/conversion.sh [training overrides...]
 # Writes $ROOT/conversion_*/, $ROOT/conversion.md (the tables) and $ROOT/conversion.png.
+# shellcheck source=launch/experiments/common.sh
 . "$(dirname "$0")/common.sh"
 PARENT=$ROOT/extrapolation_vanilla
 [[ -d $PARENT/checkpoints ]] || { echo "no parent run at $PARENT: run launch/experiments/extrapolation.sh first" >&2; exit 2; }

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Experiment 1, the paper's from-scratch table in miniature: vanilla, slack and exact CoCA
-# trained from scratch at L tokens (identical but for model.attention), evaluated at L..32L
-# with and without dynamic NTK. From the repository root:
+# trained from scratch at L tokens (identical but for model.attention), three seeds each, evaluated
+# at L..32L with and without dynamic NTK. From the repository root:
 #   launch/experiments/extrapolation.sh [training overrides...]
 #   QUICK=1 launch/experiments/extrapolation.sh       # a first look in under 10 minutes on CPU
-# Writes $ROOT/extrapolation_{vanilla,slack,exact}/ (runs, eval/), $ROOT/extrapolation.md
+# Writes $ROOT/extrapolation_{vanilla,slack,exact}-seed<N>/ (runs, eval/), $ROOT/extrapolation.md
 # (the tables) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
+# shellcheck source=launch/experiments/common.sh
 . "$(dirname "$0")/common.sh"
-RUNS=("$ROOT/extrapolation_vanilla" "$ROOT/extrapolation_slack" "$ROOT/extrapolation_exact")
-if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=1000 trainer.eval_every=500 trainer.save_every=1000 optim.lr=1e-3 optim.warmup_steps=50); fi
+NAMES=(extrapolation_vanilla extrapolation_slack extrapolation_exact)
+mapfile -t RUNS < <(runs "${NAMES[@]}")
+if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=500 trainer.eval_every=500 trainer.save_every=500 optim.lr=2e-3 optim.warmup_steps=50); fi
 
-python -m train.finetune -m +experiment=extrapolation_vanilla,extrapolation_slack,extrapolation_exact \
-    "${TRAIN_ARGS[@]}" "$@"
+python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" "${TRAIN_ARGS[@]}" "$@"
 evaluate "${RUNS[@]}"
 mapfile -t EVALS < <(results "${RUNS[@]}")
-python -m train.report "${EVALS[@]}" --against "extrapolation_vanilla vanilla" --out "$ROOT/extrapolation.md"
+python -m train.report "${EVALS[@]}" --against "extrapolation_vanilla vanilla" \
+    --against "extrapolation_vanilla vanilla + dynamic-x4" --out "$ROOT/extrapolation.md"
 python -m train.plot "$ROOT/extrapolation.png" "${EVALS[@]}" --title "Experiment 1: from scratch at L=$L"

@@ -29,7 +29,9 @@ class EvalConfig:
     # sliding-window perplexity at each window length; empty: no perplexity
     lengths: List[int] = field(default_factory=lambda: list(PAPER_LENGTHS))
     stride: int = 512  # windows move by this many tokens; every length must be a multiple of it
-    num_docs: int = 100  # documents with at least max(lengths) tokens, truncated to that
+    # every book of the split is cut into documents of max(lengths) tokens; this caps how many are
+    # read (round-robin over the books); null: every one
+    num_docs: Optional[int] = None
     split: str = "test"
     batch_size: int = 1  # windows per forward pass
     # caps batch_size x window length, so one setting serves short and long windows; null: no cap
@@ -63,10 +65,12 @@ def validate(config: EvaluateConfig) -> None:
     problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
     if not e.lengths and not p.lengths:
         problems.add("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
-    for key, value in (("eval.stride", e.stride), ("eval.num_docs", e.num_docs), ("eval.batch_size", e.batch_size),
+    for key, value in (("eval.stride", e.stride), ("eval.batch_size", e.batch_size),
                        ("eval.passkey.cases", p.cases), ("eval.passkey.max_new_tokens", p.max_new_tokens)):
         if value < 1:
             problems.add(f"{key}={value} must be >= 1")
+    if e.num_docs is not None and e.num_docs < 1:
+        problems.add(f"eval.num_docs={e.num_docs} must be >= 1, or null for every document of the split")
     if e.max_batch_tokens is not None and e.max_batch_tokens < 1:
         problems.add(f"eval.max_batch_tokens={e.max_batch_tokens} must be >= 1 or null")
     # A stride below 1 is reported above; the lengths are measured against a valid one only.

@@ -1,13 +1,19 @@
-"""The evaluation documents: whole books of a split, tokenized one by one and truncated.
+"""The evaluation documents: every book of a split, cut into consecutive pieces of equal length.
 
-Perplexity by window length needs each document's own tokens from its start (BOS, as the
-model saw at training, but no EOS and nothing of the next document), not the packed blocks
-training reads. The `sample` source has no test split of its own: its test books are the
-next books of the same generated series (indices num_books, num_books + 1, ...), which the
-run never trained on.
+Perplexity by window length needs documents of one length, each read from a book's own tokens
+(BOS where the book starts, as the model saw at training; no EOS and nothing of the next book).
+Each book is tokenized once and cut into consecutive documents of `length` tokens; the tail that
+does not fill one is dropped, and no document crosses from one book into the next. The whole
+split is read. Documents are ordered round-robin over the books (every book's first document,
+then every book's second, ...), so that a cap (`eval.num_docs`) still samples every book.
+
+The `sample` source has no test split of its own: its test books are the next books of the same
+generated series (indices num_books, num_books + 1, ...), which the run never trained on.
 """
 from __future__ import annotations
 
+import dataclasses
+from itertools import zip_longest
 from typing import Iterable, Iterator
 
 import torch
@@ -18,21 +24,47 @@ from data.sample_corpus import generate_books
 from data.sources import load_raw_splits
 from data.tokenizer import adds_bos
 
+# How many books the `sample` source's test split has: the series' next ones after the training books.
+SAMPLE_TEST_BOOKS = 4
 
-def documents(cfg: DataConfig, split: str, tokenizer: PreTrainedTokenizerBase, num_docs: int,
-              length: int) -> tuple[list[torch.Tensor], str]:
-    """The first `num_docs` documents of `split` with at least `length` tokens, each cut to
-    `length` (int64), and a one-line description of where they come from."""
-    texts, origin = _texts(cfg, split, num_docs)
-    found = []
-    for text in texts:
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    book: int  # the book's index in the split
+    title: str
+    offset: int  # where the document starts in the book's tokens (BOS included)
+    ids: torch.Tensor  # int64, `length` tokens
+
+    def record(self) -> dict:
+        """What eval.json says of it: enough to find it again."""
+        return {"book": self.book, "title": self.title, "offset": self.offset}
+
+
+@dataclasses.dataclass(frozen=True)
+class Documents:
+    docs: list[Document]
+    origin: str  # where they come from, in one line
+    books: int  # books in the split
+    available: int  # documents the split holds at this length, before a cap
+
+
+def documents(cfg: DataConfig, split: str, tokenizer: PreTrainedTokenizerBase, length: int,
+              cap: int | None = None) -> Documents:
+    """Every document of `length` tokens in `split` (the first `cap` of the round-robin order, if given)."""
+    books, origin = _books(cfg, split)
+    per_book = []
+    for index, (title, text) in enumerate(books):
         ids = token_ids(text, tokenizer)
-        if len(ids) >= length:
-            found.append(torch.tensor(ids[:length], dtype=torch.int64))
-            if len(found) == num_docs:
-                return found, origin
-    raise ValueError(f"eval.num_docs={num_docs}, but {origin} has only {len(found)} documents of at least "
-                     f"{length} tokens (max of eval.lengths): lower eval.num_docs or the lengths")
+        per_book.append([Document(index, title, start, torch.tensor(ids[start:start + length], dtype=torch.int64))
+                         for start in range(0, len(ids) - length + 1, length)])
+    ordered = [doc for round_ in zip_longest(*per_book) for doc in round_ if doc is not None]
+    if not ordered:
+        raise ValueError(f"{origin} holds no document of {length} tokens (max of eval.lengths): its longest book is "
+                         f"shorter; lower the lengths")
+    if cap is not None and cap > len(ordered):
+        raise ValueError(f"eval.num_docs={cap}, but {origin} has only {len(ordered)} documents of {length} tokens "
+                         "(max of eval.lengths): lower eval.num_docs (or leave it null: every document)")
+    return Documents(ordered[:cap], origin, len(per_book), len(ordered))
 
 
 def token_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -40,19 +72,20 @@ def token_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return [tokenizer.bos_token_id, *ids] if adds_bos(tokenizer) else ids
 
 
-def _texts(cfg: DataConfig, split: str, num_docs: int) -> tuple[Iterable[str], str]:
+def _books(cfg: DataConfig, split: str) -> tuple[Iterable[tuple[str, str]], str]:
+    """(title, text) of every book of the split, and a one-line description of where they come from."""
     if cfg.source == "sample" and split == "test":
         s = cfg.sample
-        books = generate_books(s.num_books + num_docs, s.words_per_book, s.seed)[s.num_books:]
+        books = generate_books(s.num_books + SAMPLE_TEST_BOOKS, s.words_per_book, s.seed)[s.num_books:]
         origin = f"sample(num_books={s.num_books}, words_per_book={s.words_per_book}, seed={s.seed}) test books"
-        return (book["text"] for book in books), origin
+        return [(book["short_book_title"], book["text"]) for book in books], origin
     splits, origin = load_raw_splits(cfg)
     if split not in splits:
         raise ValueError(f"eval.split={split!r}: {origin} has splits {', '.join(splits)}")
-    return _column(splits[split].select_columns(["text"])), f"{origin} split {split!r}"
+    return _rows(splits[split].select_columns(["short_book_title", "text"])), f"{origin} split {split!r}"
 
 
-def _column(rows) -> Iterator[str]:
-    # Row by row, so that a streamed split is read only as far as needed.
+def _rows(rows) -> Iterator[tuple[str, str]]:
+    # Row by row: a streamed split is read once, book by book.
     for row in rows:
-        yield row["text"]
+        yield row["short_book_title"], row["text"]

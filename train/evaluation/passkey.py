@@ -1,9 +1,10 @@
 """Passkey retrieval (Mohtashami & Jaggi, 2023): find a 5-digit key hidden in filler text.
 
 The prompt is their task line, filler sentences with the key line at a chosen depth, and the
-question; the model answers by greedy decoding with the KV cache. The filler is counted in
-sentences, so a prompt is the longest that fits the requested token length: it falls short
-of it by less than one filler sentence.
+question (data/passkey.py); the model answers by greedy decoding with the KV cache. The filler
+is counted in sentences, so a prompt is the longest that fits the requested token length: it
+falls short of it by less than one filler sentence. Keys come from the evaluation's half of the
+key space, which training's retrieval mix (data.passkey_fraction) never uses.
 """
 from __future__ import annotations
 
@@ -15,17 +16,10 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from data.passkey import FILLER, QUESTION, TASK, draw_key, key_line
 from train.diagnose import require_finite
 from train.evaluation.rope_state import forget_longer_sequences
-
-TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-        "I will quiz you about the important information there.")
-FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
-QUESTION = "What is the pass key? The pass key is"
-
-
-def key_line(key: str) -> str:
-    return f"The pass key is {key}. Remember it. {key} is the pass key."
+from train.evaluation.stats import wilson
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ def make_prompts(tokenizer: PreTrainedTokenizerBase, length: int, cases: int, de
     """`cases` prompts cycling through `depths`, each with its own key; the same for any model."""
     prompts = []
     for case in range(cases):
-        key = str(random.Random(f"passkey:{seed}:{length}:{case}").randint(10000, 99999))
+        key = draw_key(random.Random(f"passkey:{seed}:{length}:{case}"), for_evaluation=True)
         prompts.append(build_prompt(tokenizer, key, length, depths[case % len(depths)]))
     return prompts
 
@@ -91,14 +85,18 @@ def is_correct(answer_text: str, key: str) -> bool:
 
 def passkey_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
                      max_new_tokens: int) -> dict:
-    """{"cases", "accuracy", "by_depth": {depth: accuracy}, "prompt_tokens": [shortest, longest]}."""
+    """{"cases", "correct", "accuracy", "ci" (Wilson, 95%), "by_depth": {depth: {"cases", "correct",
+    "accuracy"}}, "prompt_tokens": [shortest, longest]}."""
     hits = defaultdict(list)
     for prompt in tqdm(prompts, desc="passkey", unit="prompt", dynamic_ncols=True):
         hits[prompt.depth].append(is_correct(answer(model, tokenizer, prompt, max_new_tokens), prompt.key))
     every = [hit for depth_hits in hits.values() for hit in depth_hits]
     return {
         "cases": len(every),
+        "correct": sum(every),
         "accuracy": sum(every) / len(every),
-        "by_depth": {str(depth): sum(h) / len(h) for depth, h in sorted(hits.items())},
+        "ci": list(wilson(sum(every), len(every))),
+        "by_depth": {str(depth): {"cases": len(h), "correct": sum(h), "accuracy": sum(h) / len(h)}
+                     for depth, h in sorted(hits.items())},
         "prompt_tokens": [min(len(p.input_ids) for p in prompts), max(len(p.input_ids) for p in prompts)],
     }

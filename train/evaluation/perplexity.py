@@ -30,8 +30,17 @@ _LOGIT_CHUNK = 4096
 class LengthResult:
     length: int
     windows: int
-    tokens: int  # scored tokens
-    nll: float  # mean negative log-likelihood per scored token, in nats
+    doc_tokens: list[int]  # each document's scored tokens
+    doc_nll: list[float]  # each document's mean negative log-likelihood per scored token, in nats
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.doc_tokens)
+
+    @property
+    def nll(self) -> float:
+        """Per scored token, over all documents."""
+        return sum(n * t for n, t in zip(self.doc_nll, self.doc_tokens)) / self.tokens
 
     @property
     def ppl(self) -> float:
@@ -56,28 +65,32 @@ def sliding_window_perplexity(model: PreTrainedModel, docs: list[torch.Tensor], 
                                                                                                      stride)]
     device = next(model.parameters()).device
     forget_longer_sequences(model)
-    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    totals = torch.zeros(len(docs), dtype=torch.float64, device=device)
+    counts = [0] * len(docs)
     for first in tqdm(range(0, len(plan), batch_size), desc=f"perplexity {length}", unit="batch", dynamic_ncols=True):
         batch = plan[first:first + batch_size]
         ids = torch.stack([docs[doc][start:start + length] for doc, start, _ in batch]).to(device)
         nll = _scored_nll(model, ids, [scored for *_, scored in batch])
         require_finite(nll, model, {"input_ids": ids}, f"perplexity at {length} tokens")
-        total += nll
-        count += sum(scored for *_, scored in batch)
-    return LengthResult(length, len(plan), count, total.item() / count)
+        totals.index_add_(0, torch.tensor([doc for doc, *_ in batch], device=device), nll)
+        for doc, _, scored in batch:
+            counts[doc] += scored
+    doc_nll = [total / count for total, count in zip(totals.tolist(), counts)]
+    return LengthResult(length, len(plan), counts, doc_nll)
 
 
 def _scored_nll(model: PreTrainedModel, ids: torch.Tensor, scored: list[int]) -> torch.Tensor:
-    """Summed NLL of the last scored[i] tokens of window i; logits only where they are scored."""
+    """Summed NLL of the last scored[i] tokens of window i, one per window (float64); logits only
+    where they are scored."""
     length = ids.shape[1]
     positions = torch.arange(length, device=ids.device).expand_as(ids)
     hidden = model.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
     head = model.get_output_embeddings()
-    total = torch.zeros((), dtype=torch.float64, device=ids.device)
+    sums = torch.zeros(len(scored), dtype=torch.float64, device=ids.device)
     for row, count in enumerate(scored):
         for lo in range(length - count, length, _LOGIT_CHUNK):
             hi = min(lo + _LOGIT_CHUNK, length)
             # The hidden state at position p predicts token p + 1.
             logits = head(hidden[row, lo - 1:hi - 1]).float()
-            total += F.cross_entropy(logits, ids[row, lo:hi], reduction="sum").double()
-    return total
+            sums[row] += F.cross_entropy(logits, ids[row, lo:hi], reduction="sum").double()
+    return sums

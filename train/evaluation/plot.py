@@ -1,6 +1,7 @@
 """Perplexity and passkey accuracy against length, several runs on one chart (train.plot is the command)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,32 +10,46 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from train.evaluation.groups import group_runs  # noqa: E402
 from train.evaluation.report import length_name  # noqa: E402
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else float("nan")
 
 
 def plot_runs(runs: list[dict[str, Any]], out: Path, labels: list[str] | None = None, title: str | None = None) -> Path:
     """One PNG: perplexity (log scale) and, where any run has it, passkey accuracy by length.
 
-    A line per run; runs of one checkpoint share a colour, dashed where RoPE was rescaled at
-    evaluation (e.g. dynamic NTK).
+    A line per model (the seeds of one pooled, train/evaluation/groups.py) with its 95% interval as
+    a band: over documents for perplexity, Wilson's for passkey accuracy. Models of one training
+    run share a colour, dashed where RoPE was rescaled at evaluation (e.g. dynamic NTK).
     """
-    labels = labels or [run["label"] for run in runs]
+    groups = group_runs(runs)
+    if labels is not None and len(labels) != len(groups):
+        raise ValueError(f"--labels has {len(labels)} names for {len(groups)} models (the seeds of one are pooled)")
+    labels = labels or [group.label for group in groups]
     panels = [name for name in ("perplexity", "passkey") if any(run[name] is not None for run in runs)]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     axes = dict(zip(panels, axes[0]))
     colours = {}
-    for run, label in zip(runs, labels):
-        colour = colours.setdefault(run["checkpoint"], f"C{len(colours) % 10}")
-        rescaled = run["model"]["rope_parameters"].get("rope_type", "default") != "default"
-        style = {"marker": "o", "label": label, "color": colour, "linestyle": "--" if rescaled else "-"}
-        if run["perplexity"] is not None:
-            rows = run["perplexity"]["by_length"]
-            # An infinite (null) perplexity leaves a gap rather than a point.
-            values = [row["ppl"] if row["ppl"] is not None else float("nan") for row in rows]
-            axes["perplexity"].plot([row["length"] for row in rows], values, **style)
-        if run["passkey"] is not None:
-            rows = run["passkey"]["by_length"]
-            axes["passkey"].plot([row["length"] for row in rows], [row["accuracy"] for row in rows], **style)
+    for group, label in zip(groups, labels):
+        colour = colours.setdefault(group.label.split(" + ")[0], f"C{len(colours) % 10}")
+        style = {"marker": "o", "label": label, "color": colour, "linestyle": "--" if group.rope != "-" else "-"}
+        if group.perplexity is not None:
+            lengths = group.lengths
+            # An infinite perplexity leaves a gap rather than a point.
+            values = [group.ppl(n) if math.isfinite(group.ppl(n)) else float("nan") for n in lengths]
+            axes["perplexity"].plot(lengths, values, **style)
+            bands = [group.ppl_interval(n) for n in lengths]
+            axes["perplexity"].fill_between(lengths, [_finite(low) for low, _ in bands],
+                                            [_finite(high) for _, high in bands], color=colour, alpha=0.15)
+        if group.runs[0]["passkey"] is not None:
+            accuracy = group.passkey()
+            lengths = list(accuracy)
+            axes["passkey"].plot(lengths, [accuracy[n]["accuracy"] for n in lengths], **style)
+            axes["passkey"].fill_between(lengths, [accuracy[n]["ci"][0] for n in lengths],
+                                         [accuracy[n]["ci"][1] for n in lengths], color=colour, alpha=0.15)
     for name, ax in axes.items():
         ax.set_xscale("log", base=2)
         ticks = sorted({int(x) for line in ax.lines for x in line.get_xdata()})

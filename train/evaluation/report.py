@@ -38,6 +38,13 @@ def read_results(path: Path) -> dict[str, Any]:
     return results
 
 
+def documents_read(ppl: dict[str, Any]) -> str:
+    """E.g. "all 80 documents of 4096 tokens that the 4 books of local:... split 'test' hold"."""
+    which = (f"all {ppl['num_docs']}" if ppl["num_docs"] == ppl["available_docs"]
+             else f"{ppl['num_docs']} (round-robin over the books) of the {ppl['available_docs']}")
+    return f"{which} documents of {ppl['doc_tokens']} tokens that the {ppl['books']} books of {ppl['data']} hold"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Evaluation: {results['label']}", "",
              f"- checkpoint: `{results['checkpoint']}`" + (f" (step {results['step']})" if results["step"] else ""),
@@ -47,19 +54,21 @@ def markdown(results: dict[str, Any]) -> str:
     if ppl is not None:
         rows = ppl["by_length"]
         lines += ["## Perplexity", "",
-                  f"{ppl['num_docs']} documents of {ppl['data']}, each cut to {ppl['doc_tokens']} tokens; "
-                  f"sliding windows moved by {ppl['stride']} tokens.", "",
+                  f"{documents_read(ppl)}; sliding windows moved by {ppl['stride']} tokens; [ ]: 95% bootstrap "
+                  "interval over documents.", "",
                   markdown_table(["window"] + [length_name(r["length"]) for r in rows],
-                         [["perplexity"] + [number(r["ppl"]) for r in rows]]), ""]
+                                 [["perplexity"] + [number(r["ppl"]) for r in rows],
+                                  ["95% interval"] + [f"[{number(r['ppl_ci'][0])}, {number(r['ppl_ci'][1])}]"
+                                                      for r in rows]]), ""]
     passkey = results["passkey"]
     if passkey is not None:
         rows = passkey["by_length"]
         depths = list(rows[0]["by_depth"])
-        body = [[f"depth {d}"] + [f"{r['by_depth'][d]:.2f}" for r in rows] for d in depths]
-        body.append(["**all**"] + [f"**{r['accuracy']:.2f}**" for r in rows])
+        body = [[f"depth {d}"] + [f"{r['by_depth'][d]['accuracy']:.2f}" for r in rows] for d in depths]
+        body.append(["**all**"] + [f"**{r['accuracy']:.2f}** [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" for r in rows])
         lines += ["## Passkey retrieval", "",
                   f"{passkey['cases']} cases per length (random 5-digit keys, seed {passkey['seed']}); "
-                  "greedy decoding; accuracy by the key's depth in the filler.", "",
+                  "greedy decoding; accuracy by the key's depth in the filler; [ ]: 95% Wilson interval.", "",
                   markdown_table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
     return "\n".join(lines)
 

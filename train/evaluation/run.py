@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import PretrainedConfig, PreTrainedModel
 
 from train.coca import CONFIG_KEY
@@ -17,6 +18,7 @@ from train.evaluation.passkey import make_prompts, passkey_accuracy
 from train.evaluation.perplexity import sliding_window_perplexity
 from train.evaluation.plot import plot_runs
 from train.evaluation.report import write_results
+from train.evaluation.stats import perplexity_interval
 from train.evaluation.wandb_log import log_results
 from train.inference.load import (DEEPSPEED, Checkpoint, checkpoint_config, device, load_checkpoint_tokenizer,
                                   load_model, resolve)
@@ -41,12 +43,24 @@ def output_dir(e: EvalConfig, ckpt: Checkpoint) -> Path:
     return ckpt.folder / "eval" / (tag or "default")
 
 
-def label(e: EvalConfig, ckpt: Checkpoint, config: PretrainedConfig) -> str:
+def training_run(ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The training run's name and seed, from the checkpoint's config.yaml (none for an export)."""
+    if ckpt.kind != DEEPSPEED or not (ckpt.folder / "config.yaml").is_file():
+        return None
+    resolved = yaml.safe_load((ckpt.folder / "config.yaml").read_text())
+    return {"name": resolved["name"], "seed": resolved["seed"]}
+
+
+def labels(e: EvalConfig, ckpt: Checkpoint, config: PretrainedConfig, run: dict | None) -> tuple[str, str]:
+    """(label, group): the label names this evaluation (its run_dir, variant and RoPE); the group
+    leaves out what tells seeds apart (the run's name instead of its run_dir), so that train.report
+    can pool the seeds of one model."""
     if e.label is not None:
-        return e.label
-    name = ckpt.run_dir.name if ckpt.kind == DEEPSPEED else ckpt.folder.name
+        return e.label, e.label
     tag = rope_tag(e.rope_scaling)
-    return f"{name} {getattr(config, CONFIG_KEY, None) or 'vanilla'}" + (f" + {tag}" if tag else "")
+    suffix = f" {getattr(config, CONFIG_KEY, None) or 'vanilla'}" + (f" + {tag}" if tag else "")
+    name = ckpt.run_dir.name if ckpt.kind == DEEPSPEED else ckpt.folder.name
+    return name + suffix, (run["name"] if run else name) + suffix
 
 
 def evaluate(config: EvaluateConfig) -> Path:
@@ -59,11 +73,15 @@ def evaluate(config: EvaluateConfig) -> Path:
     tokenizer = load_checkpoint_tokenizer(ckpt)
     lengths = sorted(set(e.lengths))
     # Documents and prompts before weights: bad lengths fail before a 7B model loads.
-    docs, origin = documents(config.data, e.split, tokenizer, e.num_docs, lengths[-1]) if lengths else ([], None)
+    docs = documents(config.data, e.split, tokenizer, lengths[-1], e.num_docs) if lengths else None
     prompts = {n: make_prompts(tokenizer, n, p.cases, list(p.depths), e.seed) for n in sorted(set(p.lengths))}
     model = load_model(ckpt, hf_config, config.model.dtype, config.model.attn_implementation).to(device())
+    run = training_run(ckpt)
+    label, group = labels(e, ckpt, hf_config, run)
     results = {
-        "label": label(e, ckpt, hf_config),
+        "label": label,
+        "group": group,
+        "run": run,
         "checkpoint": str(ckpt.folder),
         "kind": ckpt.kind,
         "step": ckpt.step,
@@ -75,13 +93,17 @@ def evaluate(config: EvaluateConfig) -> Path:
         "passkey": None,
     }
     if lengths:
-        results["perplexity"] = {"data": origin, "split": e.split, "num_docs": e.num_docs, "doc_tokens": lengths[-1],
-                                 "stride": e.stride, "by_length": _perplexities(model, docs, lengths, e)}
+        results["perplexity"] = {
+            "data": docs.origin, "split": e.split, "books": docs.books, "num_docs": len(docs.docs),
+            "available_docs": docs.available, "doc_tokens": lengths[-1], "stride": e.stride,
+            "documents": [doc.record() for doc in docs.docs],
+            "by_length": _perplexities(model, [doc.ids for doc in docs.docs], lengths, e)}
     if prompts:
         by_length = []
         for length, cases in prompts.items():
             by_length.append({"length": length, **passkey_accuracy(model, tokenizer, cases, p.max_new_tokens)})
-            log.info("passkey accuracy at %d: %.2f", length, by_length[-1]["accuracy"])
+            low, high = by_length[-1]["ci"]
+            log.info("passkey accuracy at %d: %.2f [%.2f, %.2f]", length, by_length[-1]["accuracy"], low, high)
         results["passkey"] = {"cases": p.cases, "depths": list(p.depths), "seed": e.seed,
                               "max_new_tokens": p.max_new_tokens, "by_length": by_length}
     results["seconds"] = round(time.monotonic() - started, 1)
@@ -100,7 +122,9 @@ def _perplexities(model: PreTrainedModel, docs: list[torch.Tensor], lengths: lis
         per_batch = e.batch_size if e.max_batch_tokens is None else min(e.batch_size,
                                                                          max(1, e.max_batch_tokens // length))
         result = sliding_window_perplexity(model, docs, length, e.stride, per_batch)
-        log.info("perplexity at %d: %.4g (%d windows)", length, result.ppl, result.windows)
-        rows.append({"length": length, "ppl": result.ppl, "nll": result.nll, "tokens": result.tokens,
-                     "windows": result.windows})
+        low, high = perplexity_interval(result.doc_nll)
+        log.info("perplexity at %d: %.4g [%.4g, %.4g] (%d documents, %d windows)", length, result.ppl, low, high,
+                 len(docs), result.windows)
+        rows.append({"length": length, "ppl": result.ppl, "ppl_ci": [low, high], "nll": result.nll,
+                     "tokens": result.tokens, "windows": result.windows, "doc_nll": result.doc_nll})
     return rows

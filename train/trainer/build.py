@@ -20,7 +20,7 @@ from transformers import (
 from conf import ModelConfig
 from data.tokenizer import looks_like_path
 from train.coca import CONFIG_KEY, convert_to_coca
-from train.model import DTYPES, apply_rope_scaling, load_config
+from train.model import DTYPES, apply_rope_scaling, load_config, warn_of_flex_on_cpu
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
     model partitioned (`deepspeed.zero.Init`) instead of one full copy per rank.
     """
     dtype = DTYPES[cfg.dtype]
+    warn_of_flex_on_cpu(cfg.attn_implementation)
     if cfg.name_or_path is None:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
     else:
@@ -97,7 +98,8 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
     if trained_variant is not None and cfg.t_init != "k_proj":
         log.warning("%s is a CoCA checkpoint (%s): its W_t is kept, model.t_init=%s does not apply",
                     cfg.name_or_path, trained_variant, cfg.t_init)
-    convert_to_coca(model, cfg.attention, t_init=cfg.t_init if trained_variant is None else "k_proj")
+    convert_to_coca(model, cfg.attention, t_init=cfg.t_init if trained_variant is None else "k_proj",
+                    slices=cfg.coca_slices)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad: frozen embeddings are fine.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

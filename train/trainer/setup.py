@@ -18,6 +18,7 @@ import torch
 import yaml
 from deepspeed import DeepSpeedEngine
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase, set_seed
+from torch.utils.data import Dataset
 from transformers.integrations import HfDeepSpeedConfig
 
 from conf import FinetuneConfig
@@ -35,6 +36,7 @@ from train.trainer.checkpoint.parent_weights import model_weights
 from train.trainer.checkpoint.resume import plan_resume
 from train.trainer.distill import AttentionDistiller
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
+from train.trainer.layerwise import LayerwiseConversion
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.trainer.run_dir_lock import RunDirLock
 from train.trainer.state import TrainerState, saved_world_size
@@ -61,6 +63,7 @@ class Components:
     stop: StopRequest
     lock: RunDirLock  # held until the run ends
     identity: Identity  # what this run's checkpoints mean, saved with each
+    conversion: LayerwiseConversion | None  # trainer.layerwise_conversion_steps: which layers run CoCA yet
     started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
     tokens_per_step: int
     flops_per_token: float
@@ -95,7 +98,8 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     hf_config = model_config(config.model, tokenizer)
     check_tokenizer_fits(tokenizer, hf_config.vocab_size)
     sequence_parallel.check(config, hf_config, distributed.world_size())
-    identity = Identity(config.model.attention, tokenizer_fingerprint(tokenizer), config.data.seq_len)
+    identity = Identity(config.model.attention, tokenizer_fingerprint(tokenizer), config.data.seq_len,
+                        coca_slices=config.model.coca_slices if config.model.attention != "vanilla" else "all")
     if resume_from is not None:
         check_architecture(resume_from, hf_config)
         check_resume(resume_from, identity)
@@ -123,25 +127,27 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
                   logits_tile=tile if config.trainer.tiled_logits else None, distiller=distiller)
+    conversion = (LayerwiseConversion(engine.module, config.trainer.layerwise_conversion_steps)
+                  if config.trainer.layerwise_conversion_steps else None)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
-                      lock, identity, started, tokens_per_step=global_batch * config.data.seq_len,
+                      lock, identity, conversion, started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
 
 
-def _datasets(config: FinetuneConfig, tokenizer) -> tuple[PackedDataset, PackedDataset | None]:
+def _datasets(config: FinetuneConfig, tokenizer) -> tuple[Dataset, PackedDataset | None]:
     """The first rank of every node builds the caches (or finds them built: a cache shared by the
     nodes is safe to race for, node-local disks each get their own); the others then open them.
     The wait can take long on a fresh cache, so it is not a collective with the training timeout."""
     builder = distributed.local_rank() == 0
     if builder:
-        splits = build_datasets(config.data, tokenizer)
+        splits = build_datasets(config.data, tokenizer, config.seed)
     elif distributed.local_rank() == 1:
         log.info("waiting for the first rank of this node to tokenize and pack the data (on a fresh cache "
                  "this can take long; `python -m data.prepare` with the same data settings builds it ahead)")
     distributed.wait_long()
     if not builder:
-        splits = build_datasets(config.data, tokenizer)
+        splits = build_datasets(config.data, tokenizer, config.seed)
     return splits["train"], splits.get("validation")
 
 

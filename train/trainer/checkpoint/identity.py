@@ -34,6 +34,7 @@ class Identity:
     tokenizer: str  # data.tokenizer.tokenizer_fingerprint of model.tokenizer
     seq_len: int  # data.seq_len
     data: str | None = None  # the training data's fingerprint (PackedDataset.fingerprint); None: not recorded
+    coca_slices: str = "all"  # model.coca_slices (checkpoints from before it existed: all)
 
     def save(self, folder: Path) -> None:
         write_atomically(folder / IDENTITY_FILE, json.dumps(dataclasses.asdict(self), indent=1))
@@ -41,7 +42,7 @@ class Identity:
 
 # Each field's config key, as users set it.
 _KEYS = {"attention": "model.attention", "tokenizer": "model.tokenizer", "seq_len": "data.seq_len",
-         "data": "the training data (data.*)"}
+         "data": "the training data (data.*)", "coca_slices": "model.coca_slices"}
 
 
 def saved_identity(folder: Path) -> Identity:
@@ -51,7 +52,7 @@ def saved_identity(folder: Path) -> Identity:
     # Saved before identity.json: the run's config and tokenizer say the same, but for the data.
     resolved = yaml.safe_load((folder / "config.yaml").read_text())
     return Identity(resolved["model"]["attention"], tokenizer_fingerprint(load_tokenizer(str(folder))),
-                    resolved["data"]["seq_len"])
+                    resolved["data"]["seq_len"], coca_slices=resolved["model"].get("coca_slices", "all"))
 
 
 def check_architecture(folder: Path, config: PretrainedConfig) -> None:
@@ -89,6 +90,10 @@ def check_init_from(folder: Path, current: Identity) -> None:
         raise ValueError(f"model.init_from={folder} is a CoCA model (model.attention={saved.attention}): its "
                          "k_proj holds W_t, which cannot serve as a vanilla model's W_k; keep "
                          "model.attention=slack or exact")
+    if saved.attention != "vanilla" and saved.coca_slices != current.coca_slices:
+        raise ValueError(f"model.init_from={folder} is a CoCA model with model.coca_slices={saved.coca_slices}, "
+                         f"this run has {current.coca_slices}: its k_proj rows would change meaning (W_t against "
+                         f"W_k); keep model.coca_slices={saved.coca_slices}")
 
 
 def _value(field: str, value) -> str:
