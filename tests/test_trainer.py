@@ -23,6 +23,14 @@ def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
     code, out = finetune([], env, tmp_path)  # exactly the README's command
     assert code == 0, out
     (run_dir,) = (tmp_path / "outputs" / "tiny").iterdir()
+    # Its last lines, after W&B's: where the run went, what it did, and what to run next with it.
+    last = out.strip().splitlines()[-8:]
+    assert re.match(r"Run finished after \d+ s: step 30 of 30, 15,360 tokens seen, training loss \d\.\d{3}, "
+                    r"validation perplexity [\d.]+ \(step 30\)$", last[0]), last
+    assert last[1] == f"  run_dir:    {run_dir}" and last[2].endswith("checkpoints/step-00000030")
+    assert last[5].startswith(f"  python -m train.evaluate checkpoint={run_dir} 'eval.lengths=[256,512,1024]'")
+    assert last[6].startswith(f"  python -m train.generate checkpoint={run_dir} ")
+    assert last[7] == f"  python -m train.export checkpoint={run_dir} output={run_dir / 'export'}"
     logged = records(run_dir)
     train = [r for r in logged if "loss" in r]
     assert [r["step"] for r in train] == list(range(1, 31))

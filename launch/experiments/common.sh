@@ -19,7 +19,8 @@ L=$SEQ_LEN
 if ((QUICK)); then SEEDS=${SEEDS:-0}; else SEEDS=${SEEDS:-0,1,2}; fi
 [[ $SEEDS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "SEEDS=$SEEDS must be comma-separated whole numbers" >&2; exit 2; }
 # shellcheck disable=SC2034  # used by the scripts that source this file
-TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddings=$L" "seed=$SEEDS"
+# (a sweep over seeds: add "seed=$SEEDS" with -m)
+TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddings=$L"
             "run_dir=$ROOT/\${name}-seed\${seed}")
 if ((QUICK)); then
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L))]"
@@ -29,7 +30,6 @@ else
     EVAL_DOCS=${EVAL_DOCS:-60}
 fi
 NTK='{rope_type:dynamic,factor:4.0}'
-EVAL_ARGS=()
 
 # runs NAME...: the run_dir of every NAME and seed, NAME by NAME.
 runs() {
@@ -39,30 +39,40 @@ runs() {
     done
 }
 
-# evaluate RUN_DIR...: perplexity by length on the test books, each checkpoint with RoPE as trained
-# and with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L), one Hydra sweep
-# per setting over the runs not yet evaluated with it. Extra overrides: EVAL_ARGS (an array).
+# evaluate RUN_DIR...: perplexity by length on the EVAL_SPLIT books (default test), or what MEASURE
+# (an array of overrides) says, each checkpoint with RoPE as trained and, unless ROPES says
+# otherwise, with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L); one Hydra
+# sweep per setting over the runs not yet evaluated with it.
 evaluate() {
-    local IFS=, rope tag todo run
-    for rope in null "$NTK"; do
-        [[ $rope == null ]] && tag="" || tag="-dynamic-x4"
+    local IFS=, rope todo run
+    for rope in $ROPES; do
         todo=()
         for run in "$@"; do
-            compgen -G "$run/eval/step-????????$tag/eval.json" >/dev/null || todo+=("$run")
+            [[ -n $(results_of "$run" "$rope") ]] || todo+=("$run")
         done
         ((${#todo[@]})) || continue
-        python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" \
-            data=local "data.path=$DATA" "eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" \
-            eval.batch_size=8 eval.max_batch_tokens=32768 "eval.passkey.lengths=[]" "${EVAL_ARGS[@]}"
+        python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" "eval.split=$EVAL_SPLIT" \
+            data=local "data.path=$DATA" "${MEASURE[@]}"
     done
 }
+EVAL_SPLIT="test"
+ROPES="null,$NTK"
+MEASURE=("eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" eval.batch_size=8
+         eval.max_batch_tokens=32768 "eval.passkey.lengths=[]")
 
-# results RUN_DIR...: the eval.json of each run's latest checkpoint, as trained then with NTK, in that order
+# results_of RUN_DIR ROPE: the eval.json of the run's latest checkpoint on EVAL_SPLIT with that RoPE
+# setting (null or $NTK), if there is one. train.evaluate names its folder step-N[-<rope>][-<split>].
+results_of() {
+    local tag=""
+    [[ $2 == null ]] || tag="-dynamic-x4"
+    [[ $EVAL_SPLIT == test ]] || tag+="-$EVAL_SPLIT"
+    find "$1/eval" -path "*/step-????????$tag/eval.json" 2>/dev/null | sort | tail -1
+}
+
+# results RUN_DIR...: their eval.json files, every run with each RoPE setting in turn
 results() {
-    local run tag
-    for tag in "" "-dynamic-x4"; do
-        for run in "$@"; do
-            find "$run/eval" -path "*/step-????????$tag/eval.json" | sort | tail -1
-        done
+    local IFS=, rope run
+    for rope in $ROPES; do
+        for run in "$@"; do results_of "$run" "$rope"; done
     done
 }

@@ -12,7 +12,7 @@ NAMES=(extrapolation_vanilla extrapolation_slack extrapolation_exact)
 mapfile -t RUNS < <(runs "${NAMES[@]}")
 if ((QUICK)); then TRAIN_ARGS+=(trainer.max_steps=500 trainer.eval_every=500 trainer.save_every=500 optim.lr=2e-3 optim.warmup_steps=50); fi
 
-python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" "${TRAIN_ARGS[@]}" "$@"
+python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
 evaluate "${RUNS[@]}"
 mapfile -t EVALS < <(results "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "extrapolation_vanilla vanilla" \

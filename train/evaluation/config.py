@@ -41,7 +41,8 @@ class EvalConfig:
     # into an Optional[Dict] that is null.
     rope_scaling: Any = None
     seed: int = 0  # passkey keys
-    # null: <run_dir>/eval/<step>[-<rope>] for a training checkpoint, <folder>/eval/<rope|default> for an export
+    # null: <run_dir>/eval/<step>[-<rope>][-<split>] for a training checkpoint (the split named unless
+    # test), <folder>/eval/<rope>[-<split>] or <folder>/eval/default for an export
     output_dir: Optional[str] = None
     label: Optional[str] = None  # the runs' name in tables and plots; null: run name, variant and RoPE
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)

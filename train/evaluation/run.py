@@ -37,7 +37,7 @@ def rope_tag(rope_scaling: Mapping[str, Any] | None) -> str | None:
 def output_dir(e: EvalConfig, ckpt: Checkpoint) -> Path:
     if e.output_dir is not None:
         return Path(e.output_dir).expanduser().absolute()
-    tag = rope_tag(e.rope_scaling)
+    tag = "-".join(filter(None, [rope_tag(e.rope_scaling), e.split if e.split != "test" else None]))
     if ckpt.kind == DEEPSPEED:
         return ckpt.run_dir / "eval" / "-".join(filter(None, [ckpt.folder.name, tag]))
     return ckpt.folder / "eval" / (tag or "default")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import deepspeed
 import torch
+from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
 import torch.distributed as dist
 
 
@@ -33,6 +34,10 @@ def init_distributed(timeout_min: float | None = None) -> None:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     accelerator = deepspeed.get_accelerator()
+    if accelerator.device_name() == "cpu" and os.environ["WORLD_SIZE"] == "1":
+        # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce (tens of seconds on a
+        # fresh machine) that a process alone never uses; gloo does the rest.
+        deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     if accelerator.device_name() != "cpu":
         accelerator.set_device(int(os.environ["LOCAL_RANK"]))
     timeout = {} if timeout_min is None else {"timeout": timedelta(minutes=timeout_min)}

@@ -21,6 +21,7 @@ from train.trainer.checkpoint.save import save as save_checkpoint
 from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
 from train.trainer.metrics import memory_metrics
 from train.trainer.setup import Components, setup
+from train.trainer.summary import summary
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,15 @@ def run(config: FinetuneConfig) -> int:
     validate(config)
     c = setup(config)
     try:
-        return fit(c)
+        status = fit(c)
     finally:
         if c.metrics is not None:
             c.metrics.finish()
         c.lock.release()
         c.stop.restore()
+    if distributed.is_main():
+        print(summary(c, status), flush=True)  # after W&B's own summary: the run's last lines
+    return status
 
 
 def fit(c: Components) -> int:

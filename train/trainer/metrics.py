@@ -61,24 +61,9 @@ class MetricsLogger:
         self.wandb_run = self._start_wandb(run_dir, config, full_config, run_id)
 
     def _truncate_after(self, step: int) -> None:
-        """Keep the lines up to `step`. A last line cut short (a kill or a full disk mid-write) is
-        dropped with a warning; damage anywhere else is refused, naming the line."""
-        if not self.path.is_file():
-            return
-        lines = [line for line in self.path.read_text().splitlines() if line]
-        kept = []
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if number < len(lines):
-                    raise ValueError(f"{self.path}, line {number}, is not JSON: only a last line cut short is "
-                                     "repaired; mend or remove that line") from None
-                log.warning("%s: its last line was cut short (%r): dropped", self.path, line[:80])
-                continue
-            if record["step"] <= step:
-                kept.append(line)
-        write_atomically(self.path, "".join(line + "\n" for line in kept))
+        if self.path.is_file():
+            kept = [record for record in read_records(self.path) if record["step"] <= step]
+            write_atomically(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     @staticmethod
     def _start_wandb(run_dir: Path, config: LoggerConfig, full_config: dict, run_id: str | None):
@@ -123,6 +108,24 @@ class MetricsLogger:
     def finish(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records. A last line cut short (a kill or a full disk mid-write) is dropped
+    with a warning; damage anywhere else is refused, naming the line."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}, is not JSON: only a last line cut short is repaired; "
+                                 "mend or remove that line") from None
+            log.warning("%s: its last line was cut short (%r): dropped", path, line[:80])
+    return records
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Experiment 3, passkey retrieval beyond the training length: vanilla, slack and exact CoCA trained
+# from scratch at L = 256 with retrieval sequences mixed into the books (conf/experiment/passkey.yaml),
+# then asked for 5-digit keys in prompts of L..32L tokens (CASES per length, default 50, at 5
+# depths) with and without dynamic NTK. From the repository root:
+#   launch/experiments/passkey.sh [training overrides...]
+# Writes $ROOT/passkey_{vanilla,slack,exact}-seed<N>/, $ROOT/passkey.md and $ROOT/passkey.png.
+SEQ_LEN=${SEQ_LEN:-256}
+SEEDS=${SEEDS:-0}
+# shellcheck source=launch/experiments/common.sh
+. "$(dirname "$0")/common.sh"
+NAMES=(passkey_vanilla passkey_slack passkey_exact)
+CASES=${CASES:-50}
+mapfile -t RUNS < <(runs "${NAMES[@]}")
+
+python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
+MEASURE=("eval.lengths=[]" "eval.passkey.lengths=$LENGTHS" "eval.passkey.cases=$CASES")
+evaluate "${RUNS[@]}"
+mapfile -t EVALS < <(results "${RUNS[@]}")
+python -m train.report "${EVALS[@]}" --out "$ROOT/passkey.md"
+python -m train.plot "$ROOT/passkey.png" "${EVALS[@]}" --title "Experiment 3: passkey retrieval, trained at L=$L"
