@@ -20,7 +20,7 @@ SLICES = ("all", "low_frequency")  # model.coca_slices
 TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)
 PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision
-LOSSES = ("lm", "attention_distill")
+LOSSES = ("lm",)  # trainer.loss
 SCHEDULES = ("cosine", "linear", "constant")  # optim.schedule
 LOGGER_MODES = ("online", "offline", "disabled")  # logger.mode
 
@@ -69,8 +69,8 @@ class TrainerConfig:
     # DeepSpeed finds non-finite gradients through this norm and skips those steps: keep it > 0
     grad_clip: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
-    # lm: next-token cross-entropy | attention_distill: a conversion stage where each CoCA layer
-    # learns to reproduce its vanilla parent's attention output (train/trainer/distill.py)
+    # lm: next-token cross-entropy (attention distillation was tried as a conversion stage and
+    # removed: it lost, bench/RESULTS.md)
     loss: str = "lm"
     # converting a vanilla parent (model.init_from): its attention layers switch to model.attention
     # one at a time, bottom first, over this many steps (train/trainer/layerwise.py); 0: all at once
@@ -134,8 +134,6 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("model.dtype", m.dtype, DTYPE_NAMES)
     problems.choice("trainer.precision", t.precision, PRECISIONS)
     problems.choice("trainer.loss", t.loss, LOSSES)
-    if t.loss == "attention_distill":
-        _check_distillation(config, problems)
     if t.layerwise_conversion_steps < 0 or t.layerwise_conversion_steps > t.max_steps:
         problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} must be in [0, "
                      f"trainer.max_steps={t.max_steps}]")
@@ -169,17 +167,3 @@ def validate(config: FinetuneConfig) -> None:
     if m.init_from is not None and not Path(m.init_from).exists():
         problems.add(f"model.init_from={m.init_from!r} does not exist", FileNotFoundError)
     problems.raise_if_any()
-
-
-def _check_distillation(config: FinetuneConfig, problems: Problems) -> None:
-    """attention_distill teaches W_t alone to reproduce a vanilla parent's attention."""
-    t, m = config.trainer, config.model
-    needs = {"model.trainable=t_only": m.trainable == "t_only",
-             "model.attention=slack or exact": m.attention != "vanilla",
-             "model.init_from=<the vanilla parent>": m.init_from is not None,
-             "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1,
-             "trainer.tiled_logits=false": not t.tiled_logits,
-             "ZeRO stage 0-2": config.deepspeed.get("zero_optimization", {}).get("stage", 0) < 3}
-    missing = [need for need, met in needs.items() if not met]
-    if missing:
-        problems.add(f"trainer.loss=attention_distill needs {', '.join(missing)}")

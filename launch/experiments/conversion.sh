@@ -6,7 +6,6 @@
 #   conversion_kproj_all          every slice CoCA, W_t from W_k, every weight training (the old best)
 #   conversion_lowfreq            CoCA on the low-frequency slices only (model.coca_slices=low_frequency)
 #   conversion_layerwise          the layers switch to CoCA one by one over the first 600 steps
-#   conversion_lowfreq_layerwise  both
 # The recipe is chosen on the validation books ($ROOT/conversion-validation.md); then every run is
 # evaluated on the test books like experiment 1 ($ROOT/conversion.md, conversion.png). The chosen
 # recipe (CHOSEN, default conversion_lowfreq) and the baseline are also trained 2x and 4x as long
@@ -17,7 +16,7 @@
 . "$(dirname "$0")/common.sh"
 PARENT=$ROOT/extrapolation_vanilla-seed0
 [[ -d $PARENT/checkpoints ]] || { echo "no parent run at $PARENT: run launch/experiments/extrapolation.sh first" >&2; exit 2; }
-NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_layerwise conversion_lowfreq_layerwise)
+NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_layerwise)
 CHOSEN=${CHOSEN:-conversion_lowfreq}
 BUDGETS=${BUDGETS:-2 4}
 BUDGET_SEEDS=${BUDGET_SEEDS:-0}

@@ -32,9 +32,7 @@ from train.trainer.build import build_model, model_config
 from train.trainer.checkpoint.folders import find_resume_checkpoint
 from train.trainer.checkpoint.identity import Identity, check_architecture, check_init_from, check_resume
 from train.trainer.checkpoint.load import load
-from train.trainer.checkpoint.parent_weights import model_weights
 from train.trainer.checkpoint.resume import plan_resume
-from train.trainer.distill import AttentionDistiller
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.layerwise import LayerwiseConversion
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
@@ -119,14 +117,13 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
     sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
     state = _restore(engine, sampler, resume_from, init_from)
-    distiller = _distiller(config, engine)
     if init_from is not None:
         _apply_t_init_after_load(config, engine, init_from)
     resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
-                  logits_tile=tile if config.trainer.tiled_logits else None, distiller=distiller)
+                  logits_tile=tile if config.trainer.tiled_logits else None)
     conversion = (LayerwiseConversion(engine.module, config.trainer.layerwise_conversion_steps)
                   if config.trainer.layerwise_conversion_steps else None)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
@@ -204,16 +201,6 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
         load(engine, init_from, weights_only=True)
         log.info("weights from %s (fresh optimizer and schedule)", init_from)
     return TrainerState()
-
-
-def _distiller(config: FinetuneConfig, engine) -> AttentionDistiller | None:
-    """trainer.loss=attention_distill: the parent's W_k comes from model.init_from's checkpoint,
-    also when this run resumes from its own (whose W_t has moved on)."""
-    if config.trainer.loss != "attention_distill":
-        return None
-    parent = find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
-    log.info("attention distillation against the vanilla attention of %s", parent)
-    return AttentionDistiller(engine.module, model_weights(parent, ("k_proj.weight", "k_proj.bias")))
 
 
 def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:

@@ -9,7 +9,6 @@ from conf import FinetuneConfig
 from train.diagnose import explain_non_finite
 from train.parallel import sequence_parallel
 from train.trainer import distributed
-from train.trainer.distill import AttentionDistiller
 from train.trainer.loss import mean_loss, shift_labels
 
 
@@ -17,11 +16,8 @@ class Steps:
     """One optimizer step over its micro-batches, and validation; with or without sequence parallelism."""
 
     def __init__(self, config: FinetuneConfig, engine, train_set, val_set, sampler, rank: int, world: int, mpu,
-                 logits_tile: int | None, distiller: AttentionDistiller | None = None):
+                 logits_tile: int | None):
         self.config, self.engine, self.sampler, self.mpu = config, engine, sampler, mpu
-        # trainer.loss=attention_distill: training follows the parent's attention; validation
-        # still reports the language-model loss
-        self.distiller = distiller
         self.logits_tile = logits_tile
         self.train_set = train_set
         self.batches = self._epoch()
@@ -61,10 +57,7 @@ class Steps:
         for _ in range(self.micro_steps):
             batch = self._next_batch()
             self.last_batch = batch
-            if self.distiller is None:
-                loss, value = self._loss(batch)
-            else:
-                loss, value = self.distiller.loss(self.engine, {k: v.to(self.engine.device) for k, v in batch.items()})
+            loss, value = self._loss(batch)
             self.engine.backward(loss)
             self.engine.step()
             total += value

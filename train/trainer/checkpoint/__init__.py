@@ -9,6 +9,5 @@ atomically repoints `latest`. One module a job:
 - save / load: writing and reading one, with the engine; a full disk stops the run cleanly.
 - resume: which checkpoint a run continues from (damaged ones and abandoned branches set aside).
 - rng: every rank's random-number state. universal: DeepSpeed's universal form, for another
-  world size. parent_weights: some of a parent's weights, read without an engine.
-  deepspeed_fixes: where DeepSpeed (0.19.8) needs help.
+  world size. deepspeed_fixes: where DeepSpeed (0.19.8) needs help.
 """
