@@ -16,10 +16,9 @@ ARGS = [*QUICK, "logger.mode=disabled"]
 
 
 @pytest.fixture(scope="module")
-def pristine(env, tmp_path_factory):
+def pristine(train_here, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pristine") / "run"
-    code, out = finetune([f"run_dir={run_dir}", *ARGS], env, REPO)
-    assert code == 0, out
+    assert train_here(f"run_dir={run_dir}", *ARGS) == 0
     return run_dir
 
 
@@ -38,14 +37,15 @@ def _aside(run_dir, kind, step):
 
 
 @pytest.mark.parametrize("harm", ["truncated shard", "missing shard"])
-def test_auto_resume_sets_a_damaged_checkpoint_aside_and_takes_the_one_before(env, saved, harm):
+def test_auto_resume_sets_a_damaged_checkpoint_aside_and_takes_the_one_before(train_here, saved, harm, caplog):
     shard = _ckpt(saved, 8) / "mp_rank_00_model_states.pt"
     if harm == "truncated shard":
         shard.write_bytes(shard.read_bytes()[:1000])
     else:
         shard.unlink()
-    code, out = finetune([f"run_dir={saved}", *ARGS, "trainer.max_steps=10"], env, REPO)
-    assert code == 0, out
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={saved}", *ARGS, "trainer.max_steps=10") == 0
+    out = caplog.text
     assert f"checkpoint {_ckpt(saved, 8)} is damaged ({shard} " in out
     (damaged,) = _aside(saved, "damaged", 8)
     assert (damaged / "trainer_state.json").is_file()  # set aside, never deleted
@@ -63,37 +63,37 @@ def test_resume_path_to_a_damaged_checkpoint_is_one_line_and_status_2(env, saved
     assert (_ckpt(saved, 8) / "trainer_state.json").is_file()  # left where it is
 
 
-def test_garbage_in_latest_falls_back_to_the_newest_complete_checkpoint(env, saved):
+def test_garbage_in_latest_falls_back_to_the_newest_complete_checkpoint(train_here, saved, caplog):
     (saved / "checkpoints" / "latest").write_bytes(b"\x00\xffnot a step\n")
-    code, out = finetune([f"run_dir={saved}", *ARGS, "trainer.max_steps=9"], env, REPO)
-    assert code == 0, out
-    assert f"resumed from {_ckpt(saved, 8)} at step 8" in out
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={saved}", *ARGS, "trainer.max_steps=9") == 0
+    assert f"resumed from {_ckpt(saved, 8)} at step 8" in caplog.text
 
 
-def test_rewinding_sets_the_newer_checkpoints_aside_and_replays_the_same_steps(env, saved):
+def test_rewinding_sets_the_newer_checkpoints_aside_and_replays_the_same_steps(train_here, saved, caplog):
     original = losses(saved)
-    code, out = finetune([f"run_dir={saved}", *ARGS, f"resume={_ckpt(saved, 4)}"], env, REPO)
-    assert code == 0, out
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={saved}", *ARGS, f"resume={_ckpt(saved, 4)}") == 0
+    out = caplog.text
     (abandoned,) = _aside(saved, "abandoned", 8)
     assert json.loads((abandoned / "trainer_state.json").read_text())["step"] == 8
     assert f"resuming from {_ckpt(saved, 4)}, an earlier step: {_ckpt(saved, 8)} moved to {abandoned}" in out
     # metrics.jsonl forgets the abandoned steps; the replayed 5..8 are the same steps, saved afresh.
     assert losses(saved) == original
-    assert "resumed from" in out and f"step-00000004 at step 4" in out
+    assert "resumed from" in out and "step-00000004 at step 4" in out
     assert (saved / "checkpoints" / "latest").read_text() == "step-00000008"
     assert json.loads((_ckpt(saved, 8) / "manifest.json").read_text())["files"]
 
 
-def test_resuming_with_another_global_batch_runs_across_the_epoch_end(env, tmp_path):
-    run_dir = tmp_path / "run"
-    code, out = finetune([f"run_dir={run_dir}", *ARGS, "trainer.max_steps=4"], env, REPO)
-    assert code == 0, out
+def test_resuming_with_another_global_batch_runs_across_the_epoch_end(train_here, saved, caplog):
+    run_dir = saved  # resumed from its step 4 (step 8 set aside as abandoned)
     blocks = json.loads((_ckpt(run_dir, 4) / "trainer_state.json").read_text())["sampler"]["num_blocks"]
     beyond = 4 + (blocks - 8) // 3 + 5  # past the end of the first epoch with batches of 3
-    code, out = finetune([f"run_dir={run_dir}", *ARGS, "trainer.micro_batch_size=3", f"trainer.max_steps={beyond}",
-                          f"trainer.save_every={beyond}", f"trainer.eval_every={beyond}"], env, REPO)
-    assert code == 0, out
-    assert "global batch 2 -> 3 sequences: epoch 0 goes on from sample 8" in out
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={run_dir}", *ARGS, f"resume={_ckpt(run_dir, 4)}", "trainer.micro_batch_size=3",
+                          f"trainer.max_steps={beyond}", f"trainer.save_every={beyond}",
+                          f"trainer.eval_every={beyond}") == 0
+    assert "global batch 2 -> 3 sequences: epoch 0 goes on from sample 8" in caplog.text
     state = json.loads((_ckpt(run_dir, beyond) / "trainer_state.json").read_text())
     assert state["sampler"]["epoch"] == 1 and state["sampler"]["position"] == 15
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from tests.runs import QUICK, REPO, checkpoint_dir, finetune, losses, records, weights
+from tests.runs import QUICK, REPO, checkpoint_dir, finetune, losses, weights
 from train.cli import EXIT_PREEMPTED
 from train.inference.load import load_model, resolve
 from train.model import load_config
@@ -14,11 +14,10 @@ FROZEN = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing:
 
 
 @pytest.fixture(scope="module")
-def parent(env, tmp_path_factory):
+def parent(train_here, tmp_path_factory):
     """A vanilla run trained two steps: the parent every conversion here starts from (read only)."""
     run_dir = tmp_path_factory.mktemp("vanilla") / "parent"
-    code, out = finetune([f"run_dir={run_dir}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2"], env, REPO)
-    assert code == 0, out
+    assert train_here(f"run_dir={run_dir}", *COMMON, "model.attention=vanilla", "trainer.max_steps=2") == 0
     return run_dir
 
 

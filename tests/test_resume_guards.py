@@ -18,11 +18,10 @@ ARGS = [*QUICK, "logger.mode=disabled"]  # saves at steps 4 and 8
 
 
 @pytest.fixture(scope="module")
-def finished(env, tmp_path_factory):
-    """A slack run to step 8, and a copy of its run at step 4 (with step 8 as a later branch)."""
+def finished(train_here, tmp_path_factory):
+    """A slack run to step 8, with checkpoints at steps 4 and 8 (read only: tests copy it)."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    code, out = finetune([f"run_dir={run_dir}", *ARGS], env, REPO)
-    assert code == 0, out
+    assert train_here(f"run_dir={run_dir}", *ARGS) == 0
     return run_dir
 
 

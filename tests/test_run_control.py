@@ -4,7 +4,6 @@ import os
 import signal
 
 import pytest
-import torch
 from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
 
 from data import files

@@ -145,20 +145,20 @@ def test_two_processes_match_one_and_resume_at_another_world_size(env, tmp_path,
                                torch.tensor([single[s] for s in range(9, 13)]), rtol=1e-5, atol=1e-5)
 
 
-def test_non_finite_steps_stop_the_run_without_a_checkpoint(env, tmp_path):
-    from data.tokenizer import load_tokenizer
+def test_non_finite_steps_stop_the_run_without_a_checkpoint(train_here, tmp_path, sample_tokenizer, caplog):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer("sample", cache_dir=env["HF_DATASETS_CACHE"])
+    tokenizer = sample_tokenizer
     model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer)))
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))
     model.save_pretrained(tmp_path / "nan-model")
     run_dir = tmp_path / "run"
-    code, out = finetune([f"run_dir={run_dir}", *QUICK, "model=llama2_7b",
-                          f"model.name_or_path={tmp_path / 'nan-model'}", "model.tokenizer=sample", "model.dtype=float32", "trainer.max_bad_steps=2", "logger.mode=disabled"], env, REPO)
-    assert code == EXIT_DIVERGED, out
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={run_dir}", *QUICK, "model=llama2_7b", f"model.name_or_path={tmp_path / 'nan-model'}",
+                          "model.tokenizer=sample", "model.dtype=float32", "trainer.max_bad_steps=2") == EXIT_DIVERGED
+    out = caplog.text
     assert "non-finite loss or gradients" in out and "2 non-finite steps in a row: stopping" in out
     assert not list((run_dir / "checkpoints").glob("step-*"))
 
@@ -209,15 +209,16 @@ def test_bad_model_input_is_refused_before_weights_load(sample_tokenizer, overri
         model_config(config.model, sample_tokenizer)
 
 
-def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weights(env, tmp_path):
+def test_stages_train_only_their_weights_and_init_from_takes_the_previous_weights(train_here, tmp_path, caplog):
     """The paper's recipe: stage 1 trains W_t only; stage 2 starts from stage 1's weights."""
-    common = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
+    common = [*QUICK, "trainer.save_every=100"]
     frozen_lr = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
     start, stage1, stage2 = tmp_path / "start", tmp_path / "stage1", tmp_path / "stage2"
     for run_dir, extra in ((start, frozen_lr), (stage1, ["model.trainable=t_only", "trainer.max_steps=4"]),
                            (stage2, [*frozen_lr, "model.trainable=qkv", f"model.init_from={stage1}"])):
-        code, out = finetune([f"run_dir={run_dir}", *common, *extra], env, REPO)
-        assert code == 0, out
+        with caplog.at_level("INFO"):
+            assert train_here(f"run_dir={run_dir}", *common, *extra) == 0
+    out = caplog.text
     initial, after1, after2 = weights(start, 1), weights(stage1, 4), weights(stage2, 1)
     for name, value in after1.items():
         moved = not torch.equal(value, initial[name])
