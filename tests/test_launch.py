@@ -135,6 +135,13 @@ def test_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_script_a_user_runs_is_executable():
+    import os
+
+    runnable = [p for p in SCRIPTS if p.name != "common.sh"]
+    assert runnable and [p.name for p in runnable if not os.access(p, os.X_OK)] == []
+
+
 def test_scripts_know_the_trainers_exit_status():
     assert f"EXIT_PREEMPTED={EXIT_PREEMPTED}\n" in (LAUNCH / "common.sh").read_text()
 
