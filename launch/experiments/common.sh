@@ -5,9 +5,10 @@
 #   SEQ_LEN    the training length L (default 128); evaluation runs at L, 2L, ..., 32L
 #   DATA       the books, in PG-19's schema (default ../shared/data/pg19-sample)
 #   SEEDS      training seeds, comma-separated (default 0,1,2; QUICK=1: 0)
-#   EVAL_DOCS  test documents read per evaluation, round-robin over the books (default 60; null:
-#              every one, 180 of 32L at L=128 in the sample, about three times the time)
-#   QUICK=1    a first look: one seed, fewer steps, evaluation to 16L on 24 documents
+#   EVAL_DOCS  test documents read per evaluation, round-robin over the books (default 24; null:
+#              every one: 180 of 32L at L=128 in the sample, 7.5 times the time; one document
+#              to 32L costs about 8 CPU-seconds per model and RoPE setting here)
+#   QUICK=1    a first look: one seed, fewer steps, evaluation to 16L on 8 documents
 # Every step resumes: finished training is skipped, and so is an evaluation already written.
 set -euo pipefail
 QUICK=${QUICK:-0}
@@ -24,10 +25,10 @@ TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.arch.max_position_embeddi
             "run_dir=$ROOT/\${name}-seed\${seed}")
 if ((QUICK)); then
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L))]"
-    EVAL_DOCS=${EVAL_DOCS:-24}
+    EVAL_DOCS=${EVAL_DOCS:-8}
 else
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L)),$((32 * L))]"
-    EVAL_DOCS=${EVAL_DOCS:-60}
+    EVAL_DOCS=${EVAL_DOCS:-24}
 fi
 NTK='{rope_type:dynamic,factor:4.0}'
 
@@ -40,25 +41,26 @@ runs() {
 }
 
 # evaluate RUN_DIR...: perplexity by length on the EVAL_SPLIT books (default test), or what MEASURE
-# (an array of overrides) says, each checkpoint with RoPE as trained and, unless ROPES says
-# otherwise, with dynamic NTK (factor 4, which starts beyond max_position_embeddings = L); one Hydra
-# sweep per setting over the runs not yet evaluated with it.
+# (an array of overrides) says, each checkpoint with RoPE as trained and with dynamic NTK (factor 4,
+# which starts beyond max_position_embeddings = L); one Hydra sweep per setting over the runs not
+# yet evaluated with it.
 evaluate() {
-    local IFS=, rope todo run
-    for rope in $ROPES; do
+    local IFS=, rope todo run what=("${MEASURE[@]}")
+    ((${#what[@]})) || what=("eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" eval.batch_size=8
+                             eval.max_batch_tokens=32768 "eval.passkey.lengths=[]")
+    for rope in "${ROPES[@]}"; do
         todo=()
         for run in "$@"; do
             [[ -n $(results_of "$run" "$rope") ]] || todo+=("$run")
         done
         ((${#todo[@]})) || continue
         python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" "eval.split=$EVAL_SPLIT" \
-            data=local "data.path=$DATA" "${MEASURE[@]}"
+            data=local "data.path=$DATA" "${what[@]}"
     done
 }
 EVAL_SPLIT="test"
-ROPES="null,$NTK"
-MEASURE=("eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" eval.batch_size=8
-         eval.max_batch_tokens=32768 "eval.passkey.lengths=[]")
+ROPES=(null "$NTK")
+MEASURE=()
 
 # results_of RUN_DIR ROPE: the eval.json of the run's latest checkpoint on EVAL_SPLIT with that RoPE
 # setting (null or $NTK), if there is one. train.evaluate names its folder step-N[-<rope>][-<split>].
@@ -71,8 +73,8 @@ results_of() {
 
 # results RUN_DIR...: their eval.json files, every run with each RoPE setting in turn
 results() {
-    local IFS=, rope run
-    for rope in $ROPES; do
+    local rope run
+    for rope in "${ROPES[@]}"; do
         for run in "$@"; do results_of "$run" "$rope"; done
     done
 }
