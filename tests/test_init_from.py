@@ -78,3 +78,36 @@ def test_layerwise_conversion_needs_a_vanilla_parent_to_convert():
     with pytest.raises(ValueError, match=r"trainer.layerwise_conversion_steps=4 converts a vanilla parent: it needs "
                                          r"model.attention=slack or exact and model.init_from"):
         validate(compose_config("trainer.layerwise_conversion_steps=4"))
+
+
+def test_low_frequency_slices_convert_a_vanilla_parent_resume_and_evaluate(train_here, tmp_path, parent):
+    """model.coca_slices=low_frequency from a vanilla parent: W_t drawn afresh only on the CoCA
+    slices (the tiny model trained at 2048 positions: slices 6 and 7 of 8 per head), the cut
+    recorded, a stopped run resumed to the same losses, another coca_slices on resume refused, and
+    the checkpoint evaluated."""
+    from train.evaluation.run import evaluate
+    from tests.test_evaluate import eval_config
+
+    args = [*COMMON, "model.attention=exact", "model.coca_slices=low_frequency", f"model.init_from={parent}",
+            "model.t_init=random", "trainer.max_steps=4", "trainer.save_every=2"]
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    assert train_here(f"run_dir={whole}", *args, "optim.lr=0.0") == 0  # lr 0: the starting weights
+    config = json.loads((checkpoint_dir(whole, 4) / "config.json").read_text())
+    assert (config["coca_variant"], config["coca_slices"], config["coca_first_slice"]) == ("exact", "low_frequency", 6)
+    start, trained = weights(whole, 4), weights(parent, 2)
+    slice_of_row = torch.arange(32) % 16 % 8  # k_proj: 2 KV heads of head_dim 16, slice j = row mod 8
+    for name, value in trained.items():
+        if name.endswith("self_attn.k_proj.weight"):
+            assert torch.equal(start[name][slice_of_row < 6], value[slice_of_row < 6]), name  # still W_k
+            assert not torch.equal(start[name][slice_of_row >= 6], value[slice_of_row >= 6]), name
+        else:
+            assert torch.equal(start[name], value), name
+    assert train_here(f"run_dir={halves}", *args, "trainer.max_wall_time_min=0") == EXIT_PREEMPTED
+    with pytest.raises(ValueError, match="model.coca_slices was low_frequency there, this run has all"):
+        train_here(f"run_dir={halves}", *args, "model.coca_slices=all")
+    assert train_here(f"run_dir={halves}", *args) == 0
+    assert train_here(f"run_dir={tmp_path / 'again'}", *args) == 0
+    assert losses(halves) == losses(tmp_path / "again")
+    results = json.loads(evaluate(eval_config(halves, "eval.lengths=[64,128]", "eval.stride=64", "eval.num_docs=2",
+                                              "eval.passkey.lengths=[]", "logger.mode=disabled")).read_text())
+    assert results["model"]["coca_variant"] == "exact" and results["perplexity"]["by_length"][1]["ppl"] > 1
