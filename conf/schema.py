@@ -15,7 +15,8 @@ from conf.data_schema import DataConfig
 # model.attention: CoCA's variants. train/coca.py repeats them (it ships alone in exports and
 # cannot import conf); tests/test_hub.py keeps the two equal.
 VARIANTS = ("vanilla", "slack", "exact")
-T_INITS = ("k_proj", "random")  # model.t_init
+# model.t_init: train/coca.py's (k_proj, random), and fit, which the trainer does after the parent loads
+T_INITS = ("k_proj", "random", "fit")
 SLICES = ("all", "low_frequency")  # model.coca_slices
 TRAINABLE = ("all", "t_only", "qkv")  # model.trainable: the paper's stages
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype (train.model.DTYPES)
@@ -35,7 +36,8 @@ class ModelConfig:
     # all: the constraint on every 2-D RoPE slice (the paper's) | low_frequency: only on the slices
     # whose wavelength exceeds the training length (max_position_embeddings); the rest stay vanilla
     coca_slices: str = "all"
-    t_init: str = "k_proj"  # k_proj | random
+    # k_proj | random | fit: least squares on the parent's scores (a vanilla init_from; train/trainer/fit_w_t.py)
+    t_init: str = "k_proj"
     trainable: str = "all"  # all | t_only | qkv
     # transformers' rope_parameters overrides, e.g. {rope_type: linear, factor: 4.0}; null: none.
     # Typed Any because OmegaConf 2.3 cannot merge a command-line dict into a null Dict node;
@@ -134,6 +136,14 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("model.dtype", m.dtype, DTYPE_NAMES)
     problems.choice("trainer.precision", t.precision, PRECISIONS)
     problems.choice("trainer.loss", t.loss, LOSSES)
+    if m.t_init == "fit":
+        needs = {"model.init_from=<the vanilla parent>": m.init_from is not None,
+                 "model.attention=slack or exact": m.attention != "vanilla",
+                 "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1,
+                 "ZeRO stage 0-2": config.deepspeed.get("zero_optimization", {}).get("stage", 0) < 3}
+        missing = [need for need, met in needs.items() if not met]
+        if missing:
+            problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)}")
     if t.layerwise_conversion_steps < 0 or t.layerwise_conversion_steps > t.max_steps:
         problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} must be in [0, "
                      f"trainer.max_steps={t.max_steps}]")

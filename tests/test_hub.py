@@ -109,8 +109,8 @@ def test_shipped_code_is_the_projects_own_and_needs_only_torch_and_transformers(
                                                         "transformers"}, name
     assert set(config[CODE_KEY]) == set(SHIPPED_FILES)
     # train/coca.py cannot import conf (it ships alone), so the allowed values live in both.
-    assert (coca.VARIANTS, coca.T_INITS, coca.SLICES) == (conf.schema.VARIANTS, conf.schema.T_INITS,
-                                                          conf.schema.SLICES)
+    assert (coca.VARIANTS, (*coca.T_INITS, "fit"), coca.SLICES) == (conf.schema.VARIANTS, conf.schema.T_INITS,
+                                                                    conf.schema.SLICES)
 
 
 def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remote_code(every_export, env, tmp_path):

@@ -111,3 +111,31 @@ def test_low_frequency_slices_convert_a_vanilla_parent_resume_and_evaluate(train
     results = json.loads(evaluate(eval_config(halves, "eval.lengths=[64,128]", "eval.stride=64", "eval.num_docs=2",
                                               "eval.passkey.lengths=[]", "logger.mode=disabled")).read_text())
     assert results["model"]["coca_variant"] == "exact" and results["perplexity"]["by_length"][1]["ppl"] > 1
+
+
+@pytest.mark.parametrize("slices", ["all", "low_frequency"])
+def test_t_init_fit_brings_coca_scores_closer_to_the_parents_than_w_k(train_here, tmp_path, parent, caplog, slices):
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={tmp_path / 'fit'}", *COMMON, *FROZEN, "model.attention=slack",
+                          f"model.coca_slices={slices}", f"model.init_from={parent}", "model.t_init=fit") == 0
+    line = next(r.getMessage() for r in caplog.records if "model.t_init=fit" in r.getMessage())
+    gaps = [tuple(map(float, pair.split(" -> "))) for pair in line.split("from W_k -> fitted: ")[1].split(", ")]
+    assert len(gaps) == 2 and all(after < before for before, after in gaps), line
+    fitted, trained = weights(tmp_path / "fit", 1), weights(parent, 2)
+    slice_of_row = torch.arange(32) % 16 % 8  # k_proj: 2 KV heads of head_dim 16, slice j = row mod 8
+    vanilla_rows = slice_of_row < (6 if slices == "low_frequency" else 0)
+    for name, value in trained.items():
+        if name.endswith("self_attn.k_proj.weight"):
+            assert torch.equal(fitted[name][vanilla_rows], value[vanilla_rows]), name
+            assert not torch.equal(fitted[name][~vanilla_rows], value[~vanilla_rows]), name
+        else:
+            assert torch.equal(fitted[name], value), name
+
+
+def test_t_init_fit_needs_a_parent():
+    from conf.schema import validate
+    from tests.test_config import compose_config
+
+    with pytest.raises(ValueError, match=r"model.t_init=fit fits W_t to a vanilla parent's scores: it needs "
+                                         r"model.init_from=<the vanilla parent>"):
+        validate(compose_config("model.t_init=fit"))

@@ -5,6 +5,7 @@
 #   conversion_vanilla     the parent fine-tuned as vanilla: the baseline to beat
 #   conversion_kproj_all   every slice CoCA, W_t from W_k, every weight training (the old best)
 #   conversion_lowfreq     CoCA on the low-frequency slices only (model.coca_slices=low_frequency)
+#   conversion_fit         W_t fitted to the parent's scores by least squares (model.t_init=fit)
 #   conversion_layerwise   the layers switch to CoCA one by one over the first 600 steps
 # 1. Every way with seed 0, evaluated on the validation books (VAL_DOCS documents, default 12):
 #    $ROOT/conversion-validation.md. The recipe is chosen there, never on the test books.
@@ -18,7 +19,7 @@
 . "$(dirname "$0")/common.sh"
 PARENT=$ROOT/extrapolation_vanilla-seed0
 [[ -d $PARENT/checkpoints ]] || { echo "no parent run at $PARENT: run launch/experiments/extrapolation.sh first" >&2; exit 2; }
-NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_layerwise)
+NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_fit conversion_layerwise)
 CHOSEN=${CHOSEN:-conversion_lowfreq}
 BUDGETS=${BUDGETS:-2 4}
 VAL_DOCS=${VAL_DOCS:-12}

@@ -98,8 +98,9 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
     if trained_variant is not None and cfg.t_init != "k_proj":
         log.warning("%s is a CoCA checkpoint (%s): its W_t is kept, model.t_init=%s does not apply",
                     cfg.name_or_path, trained_variant, cfg.t_init)
-    convert_to_coca(model, cfg.attention, t_init=cfg.t_init if trained_variant is None else "k_proj",
-                    slices=cfg.coca_slices)
+    # t_init=fit starts from the parent's W_k; the trainer fits W_t once the parent's weights are in
+    t_init = cfg.t_init if trained_variant is None and cfg.t_init != "fit" else "k_proj"
+    convert_to_coca(model, cfg.attention, t_init=t_init, slices=cfg.coca_slices)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad: frozen embeddings are fine.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

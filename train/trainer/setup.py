@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import deepspeed
+import numpy as np
 import torch
 import yaml
 from deepspeed import DeepSpeedEngine
@@ -24,7 +25,7 @@ from transformers.integrations import HfDeepSpeedConfig
 from conf import FinetuneConfig
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from data.tokenizer import tokenizer_fingerprint
-from train.coca import CONFIG_KEY, convert_to_coca
+from train.coca import CONFIG_KEY, CocaAttention, convert_to_coca
 from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
 from train.trainer import distributed
@@ -34,6 +35,7 @@ from train.trainer.checkpoint.identity import Identity, check_architecture, chec
 from train.trainer.checkpoint.load import load
 from train.trainer.checkpoint.resume import plan_resume
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
+from train.trainer.fit_w_t import CALIBRATION_SEQUENCES, fit_w_t
 from train.trainer.layerwise import LayerwiseConversion
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.trainer.run_dir_lock import RunDirLock
@@ -118,7 +120,7 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
     state = _restore(engine, sampler, resume_from, init_from)
     if init_from is not None:
-        _apply_t_init_after_load(config, engine, init_from)
+        _apply_t_init_after_load(config, engine, init_from, train_set)
     resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
@@ -203,17 +205,35 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
     return TrainerState()
 
 
-def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path) -> None:
+def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path, train_set) -> None:
     """Loading a vanilla parent's weights overwrote W_t with its W_k: with t_init=random, draw
-    W_t again. The optimizer's fp32 master copy then takes the new weights."""
+    W_t again; with t_init=fit, fit it to the parent's scores. The optimizer's fp32 master copy
+    then takes the new weights."""
     parent = PretrainedConfig.from_json_file(str(init_from / "config.json"))
-    if config.model.t_init != "random" or config.model.attention == "vanilla":
+    if config.model.t_init == "k_proj" or config.model.attention == "vanilla":
         return
     if getattr(parent, CONFIG_KEY, None) not in (None, "vanilla"):
         return  # a CoCA parent: its W_t is what this stage continues from
-    convert_to_coca(engine.module, config.model.attention, t_init="random")
+    if config.model.t_init == "random":
+        convert_to_coca(engine.module, config.model.attention, t_init="random")
+        log.info("model.t_init=random: W_t drawn afresh instead of the parent's W_k")
+    else:
+        errors = fit_w_t(engine.module, _calibration(config, engine, train_set))
+        for layer in (m for m in engine.module.modules() if isinstance(m, CocaAttention)):
+            torch.distributed.broadcast(layer.k_proj.weight.data, src=0)  # every rank keeps rank 0's fit
+        log.info("model.t_init=fit: W_t fitted to the parent's scores on %d sequences; squared score gap per "
+                 "layer, relative to the parent's, from W_k -> fitted: %s", CALIBRATION_SEQUENCES,
+                 ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in errors))
     engine.optimizer.refresh_fp32_params()
-    log.info("model.t_init=random: W_t drawn afresh instead of the parent's W_k")
+
+
+def _calibration(config: FinetuneConfig, engine, train_set) -> list[dict]:
+    """CALIBRATION_SEQUENCES training blocks, drawn with the run's seed, in micro-batches."""
+    picked = np.random.default_rng(config.seed).choice(len(train_set), CALIBRATION_SEQUENCES, replace=False)
+    items = [train_set[int(i)] for i in picked]
+    size = config.trainer.micro_batch_size
+    return [{key: torch.stack([item[key] for item in items[i:i + size]]).to(engine.device)
+             for key in ("input_ids", "position_ids")} for i in range(0, len(items), size)]
 
 
 def _start_metrics(config: FinetuneConfig, run_dir: Path, resolved: dict, state: TrainerState) -> MetricsLogger | None:
