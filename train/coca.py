@@ -33,9 +33,8 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-# Models whose attention is LLaMA's: separate q/k/v/o projections, RoPE on the half-split
-# layout, no norms on q or k. Qwen3/Gemma (q_norm, k_norm) and Phi-3 (fused qkv) are not.
-# coca_llama is an exported CoCA LLaMA (modeling_coca_llama.py).
+# Attention as LLaMA's: separate q/k/v/o projections, half-split RoPE, no q/k norms (not Qwen3, Gemma,
+# Phi-3). coca_llama is an exported CoCA LLaMA (modeling_coca_llama.py).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "coca_llama")
 CONFIG_KEY = "coca_variant"
 # Which 2-D slices carry the collinear constraint: "all" (the paper's), or "low_frequency": only
@@ -49,11 +48,8 @@ T_INITS = ("k_proj", "random")
 SLICES = ("all", "low_frequency")
 # In fp16, the factor moved from CoCA's Q' to its K' (see coca_query_key): a power of two, so exact.
 FP16_KEY_SHIFT = 2.0**4
-
-
-# The oldest transformers this file works with (pyproject.toml says the same). 4.x passed the
-# decoder's KV cache to attention layers as `past_key_value`, which this layer would not see, and
-# cached generation would then silently attend to the newest token alone.
+# The oldest transformers this file works with (as pyproject.toml). 4.x passed the KV cache to attention
+# as `past_key_value`, which this layer would miss: cached generation would attend to the newest token alone.
 MIN_TRANSFORMERS = (5, 17)
 
 
@@ -263,9 +259,7 @@ def _gathered(params: list[nn.Parameter]):
         return contextlib.nullcontext()
     # DeepSpeed made these parameters, so it is imported. No import statement here: transformers
     # refuses shipped code whose imports (even inside functions) are not installed.
-    deepspeed = sys.modules["deepspeed"]
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    return sys.modules["deepspeed"].zero.GatheredParameters(params, modifier_rank=0)
 
 
 def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_proj",
@@ -284,8 +278,7 @@ def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_p
     """
     check_choice("variant", variant, VARIANTS)
     check_choice("t_init", t_init, T_INITS)
-    config = model.config
-    recorded = getattr(config, SLICES_KEY, None)
+    config, recorded = model.config, getattr(model.config, SLICES_KEY, None)
     slices = slices or recorded or "all"
     check_choice("slices", slices, SLICES)
     first = 0
