@@ -86,24 +86,25 @@ def shared_run(env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained(env, tmp_path_factory):
+def trained(train_here, tmp_path_factory):
     """A tiny slack run trained two steps, its checkpoint at step 2 (tests/test_evaluate.py's, and
     tests/test_hub.py's slack run). Offline W&B, so that the checkpoint records a run for an
     evaluation to join. Only test_evaluate's evaluate command writes into it (eval/, a W&B run)."""
-    from tests.test_evaluate import train
+    from tests.test_evaluate import SMALL_DATA
 
-    return train(tmp_path_factory.mktemp("run"), env, "logger.mode=offline")
+    run_dir = tmp_path_factory.mktemp("run")
+    assert train_here(f"run_dir={run_dir}", "trainer.max_steps=2", "trainer.save_every=2", *SMALL_DATA,
+                      "logger.mode=offline") == 0
+    return run_dir
 
 
 @pytest.fixture(scope="session")
-def exported(trained, env, tmp_path_factory):
-    """`trained` exported by `python -m train.export`."""
-    from tests.runs import launch
+def exported(trained, tmp_path_factory):
+    """`trained` exported (train.inference.export.export, which `python -m train.export` runs)."""
+    from train.inference.config import ExportConfig
+    from train.inference.export import export
 
-    out = tmp_path_factory.mktemp("exports") / "tiny"
-    code, log = launch("train.export", [f"checkpoint={trained}", f"output={out}"], env)
-    assert code == 0, log
-    return out
+    return export(ExportConfig(checkpoint=str(trained), output=str(tmp_path_factory.mktemp("exports") / "tiny")))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import conf.schema
 from train import coca
 from tests.kernels import flex_defect
 from tests.runs import REPO, launch
-from tests.test_evaluate import eval_config, train
+from tests.test_evaluate import SMALL_DATA, eval_config
 from train.coca_folder import CODE_KEY, SHIPPED_FILES, project_file, sha256
 from train.evaluation.run import evaluate
 from train.export import export
@@ -51,12 +51,11 @@ def _export(variant, request):
     if variant == "slack":
         return request.getfixturevalue("trained"), request.getfixturevalue("exported")
     if variant not in _exports:
-        env, tmp_path_factory = request.getfixturevalue("env"), request.getfixturevalue("tmp_path_factory")
-        run_dir = train(tmp_path_factory.mktemp(f"run-{variant}"), env, *TRAINED_WITH[variant],
-                        "logger.mode=disabled")
-        out = tmp_path_factory.mktemp("exports") / variant
-        code, log = launch("train.export", [f"checkpoint={run_dir}", f"output={out}"], env)
-        assert code == 0, log
+        train_here, tmp_path_factory = request.getfixturevalue("train_here"), request.getfixturevalue("tmp_path_factory")
+        run_dir = tmp_path_factory.mktemp(f"run-{variant}")
+        assert train_here(f"run_dir={run_dir}", "trainer.max_steps=2", "trainer.save_every=2", *SMALL_DATA,
+                          *TRAINED_WITH[variant]) == 0
+        out = export(ExportConfig(checkpoint=str(run_dir), output=str(tmp_path_factory.mktemp("exports") / variant)))
         _exports[variant] = run_dir, out
     return _exports[variant]
 
