@@ -5,8 +5,8 @@
 #   SEQ_LEN    the training length L (default 128); evaluation runs at L, 2L, ..., 32L
 #   DATA       the books, in PG-19's schema (default ../shared/data/pg19-sample)
 #   SEEDS      training seeds, comma-separated (default 0,1,2; QUICK=1: 0)
-#   EVAL_DOCS  test documents read per evaluation, round-robin over the books (default 24; null:
-#              every one: 180 of 32L at L=128 in the sample, 7.5 times the time; one document
+#   EVAL_DOCS  test documents read per evaluation, round-robin over the books (default 16; null:
+#              every one: 180 of 32L at L=128 in the sample, 11 times the time; one document
 #              to 32L costs about 8 CPU-seconds per model and RoPE setting here)
 #   QUICK=1    a first look: one seed, fewer steps, evaluation to 16L on 8 documents
 # Every step resumes: finished training is skipped, and so is an evaluation already written.
@@ -28,7 +28,7 @@ if ((QUICK)); then
     EVAL_DOCS=${EVAL_DOCS:-8}
 else
     LENGTHS="[$L,$((2 * L)),$((4 * L)),$((8 * L)),$((16 * L)),$((32 * L))]"
-    EVAL_DOCS=${EVAL_DOCS:-24}
+    EVAL_DOCS=${EVAL_DOCS:-16}
 fi
 NTK='{rope_type:dynamic,factor:4.0}'
 

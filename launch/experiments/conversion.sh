@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Experiment 2, the paper's LLaMA conversion in miniature: the vanilla model of experiment 1 (its
 # seed 0; run launch/experiments/extrapolation.sh first) stands in for LLaMA. It is converted to
-# slack CoCA and fine-tuned at L with one budget (1200 steps) in each of these ways:
+# slack CoCA and fine-tuned at L with one budget (600 steps, conf/experiment/conversion.yaml) in each of these ways:
 #   conversion_vanilla     the parent fine-tuned as vanilla: the baseline to beat
 #   conversion_kproj_all   every slice CoCA, W_t from W_k, every weight training (the old best)
 #   conversion_lowfreq     CoCA on the low-frequency slices only (model.coca_slices=low_frequency)
 #   conversion_fit         W_t fitted to the parent's scores by least squares (model.t_init=fit)
-#   conversion_layerwise   the layers switch to CoCA one by one over the first 600 steps
+#   conversion_layerwise   the layers switch to CoCA one by one over the first 300 steps
 # 1. Every way with seed 0, evaluated on the validation books (VAL_DOCS documents, default 12):
 #    $ROOT/conversion-validation.md. The recipe is chosen there, never on the test books.
 # 2. The chosen one (CHOSEN, default conversion_lowfreq) and the baseline with the other SEEDS.
@@ -58,7 +58,7 @@ python -m train.plot "$ROOT/conversion.png" "${EVALS[@]}" --title "Experiment 2:
 # 4. The budget.
 BUDGET_RUNS=() AGAINST=()
 for times in $BUDGETS; do
-    steps=$((1200 * times))
+    steps=$((600 * times))
     for name in conversion_vanilla "$CHOSEN"; do
         train "$name" 0 "name=${name}_x$times" "trainer.max_steps=$steps" "trainer.save_every=$steps" "$@"
         BUDGET_RUNS+=("$ROOT/${name}_x$times-seed0")
