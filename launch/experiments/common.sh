@@ -71,6 +71,20 @@ results_of() {
     find "$1/eval" -path "*/step-????????$tag/eval.json" 2>/dev/null | sort | tail -1
 }
 
+# in_window RUN_DIR...: perplexity at L on the whole test split, cut into documents of L tokens
+# (about 2,600 at L=128 in the sample: every token read, so the in-window price gets a narrow
+# interval), into <run_dir>/eval/in-window/. Dynamic NTK changes nothing within L: once per run.
+in_window() {
+    local IFS=, run todo=()
+    for run in "$@"; do
+        [[ -f $run/eval/in-window/eval.json ]] || todo+=("$run")
+    done
+    ((${#todo[@]})) || return 0
+    python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.output_dir=\${checkpoint}/eval/in-window" \
+        data=local "data.path=$DATA" "eval.lengths=[$L]" "eval.stride=$L" eval.num_docs=null \
+        eval.batch_size=16 "eval.passkey.lengths=[]"
+}
+
 # results RUN_DIR...: their eval.json files, every run with each RoPE setting in turn
 results() {
     local rope run

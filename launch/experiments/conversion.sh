@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Experiment 2, the paper's LLaMA conversion in miniature: the vanilla model of experiment 1 (its
 # seed 0; run launch/experiments/extrapolation.sh first) stands in for LLaMA. It is converted to
-# slack CoCA and fine-tuned at L with one budget (600 steps, conf/experiment/conversion.yaml) in each of these ways:
+# slack CoCA and fine-tuned at L with one budget (600 steps, conf/experiment/conversion.yaml) in
+# each of these ways:
 #   conversion_vanilla     the parent fine-tuned as vanilla: the baseline to beat
 #   conversion_kproj_all   every slice CoCA, W_t from W_k, every weight training (the old best)
 #   conversion_lowfreq     CoCA on the low-frequency slices only (model.coca_slices=low_frequency)
@@ -10,9 +11,10 @@
 # 1. Every way with seed 0, evaluated on the validation books (VAL_DOCS documents, default 12):
 #    $ROOT/conversion-validation.md. The recipe is chosen there, never on the test books.
 # 2. The chosen one (CHOSEN, default conversion_lowfreq) and the baseline with the other SEEDS.
-# 3. Every run on the test books, as trained and with dynamic NTK: $ROOT/conversion.md and .png.
+# 3. Every run on the test books, as trained and with dynamic NTK: $ROOT/conversion.md and .png;
+#    at L on the whole test split: $ROOT/conversion-in-window.md.
 # 4. The chosen one and the baseline 2x and 4x as long (BUDGETS, default "2 4"; seed 0):
-#    $ROOT/conversion-budget.md.
+#    $ROOT/conversion-budget.md and conversion-budget-in-window.md.
 # From the repository root:
 #   launch/experiments/conversion.sh [training overrides...]
 # shellcheck source=launch/experiments/common.sh
@@ -53,10 +55,13 @@ evaluate "$PARENT" "${RUNS[@]}"
 mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "conversion_vanilla vanilla" \
     --against "conversion_vanilla vanilla + dynamic-x4" --out "$ROOT/conversion.md"
+in_window "$PARENT" "${RUNS[@]}"
+python -m train.report "$PARENT/eval/in-window/eval.json" "${RUNS[@]/%//eval/in-window/eval.json}" \
+    --against "conversion_vanilla vanilla" --out "$ROOT/conversion-in-window.md"
 python -m train.plot "$ROOT/conversion.png" "${EVALS[@]}" --title "Experiment 2: converting a vanilla model at L=$L"
 
 # 4. The budget.
-BUDGET_RUNS=() AGAINST=()
+BUDGET_RUNS=() AGAINST=() AGAINST_IN_WINDOW=()
 for times in $BUDGETS; do
     steps=$((600 * times))
     for name in conversion_vanilla "$CHOSEN"; do
@@ -64,9 +69,13 @@ for times in $BUDGETS; do
         BUDGET_RUNS+=("$ROOT/${name}_x$times-seed0")
     done
     AGAINST+=(--against "conversion_vanilla_x$times vanilla" --against "conversion_vanilla_x$times vanilla + dynamic-x4")
+    AGAINST_IN_WINDOW+=(--against "conversion_vanilla_x$times vanilla")
 done
 if ((${#BUDGET_RUNS[@]})); then
     evaluate "${BUDGET_RUNS[@]}"
     mapfile -t EVALS < <(results "${BUDGET_RUNS[@]}")
     python -m train.report "${EVALS[@]}" "${AGAINST[@]}" --out "$ROOT/conversion-budget.md"
+    in_window "${BUDGET_RUNS[@]}"
+    python -m train.report "${BUDGET_RUNS[@]/%//eval/in-window/eval.json}" "${AGAINST_IN_WINDOW[@]}" \
+        --out "$ROOT/conversion-budget-in-window.md"
 fi

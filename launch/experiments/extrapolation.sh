@@ -5,7 +5,7 @@
 #   launch/experiments/extrapolation.sh [training overrides...]
 #   QUICK=1 launch/experiments/extrapolation.sh       # a first look in under 10 minutes on CPU
 # Writes $ROOT/extrapolation_{vanilla,slack,exact}-seed<N>/ (runs, eval/), $ROOT/extrapolation.md
-# (the tables) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
+# (the tables), $ROOT/extrapolation-in-window.md (at L on the whole test split) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
 # shellcheck source=launch/experiments/common.sh
 . "$(dirname "$0")/common.sh"
 NAMES=(extrapolation_vanilla extrapolation_slack extrapolation_exact)
@@ -17,4 +17,7 @@ evaluate "${RUNS[@]}"
 mapfile -t EVALS < <(results "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "extrapolation_vanilla vanilla" \
     --against "extrapolation_vanilla vanilla + dynamic-x4" --out "$ROOT/extrapolation.md"
+in_window "${RUNS[@]}"
+python -m train.report "${RUNS[@]/%//eval/in-window/eval.json}" --against "extrapolation_vanilla vanilla" \
+    --out "$ROOT/extrapolation-in-window.md"
 python -m train.plot "$ROOT/extrapolation.png" "${EVALS[@]}" --title "Experiment 1: from scratch at L=$L"
