@@ -34,6 +34,20 @@ def test_table_has_every_length_the_ratio_and_the_change_against_a_baseline(tmp_
     assert "| coca | - | - | 1.00 [0.34, 1.00] | 0.50 [0.09, 0.91] |" in printed
 
 
+def test_one_length_has_no_extrapolation_ratio(tmp_path, capsys):
+    """The in-window tables (every document at L alone) would show a meaningless 1.00x column."""
+    paths = []
+    for label, ppl in (("vanilla", 10.0), ("coca", 10.4)):
+        results = fake_results(label, [ppl, 20.0, 30.0], accuracy=(0.0, 0.0))
+        results["perplexity"]["by_length"] = results["perplexity"]["by_length"][:1]
+        results["passkey"] = None
+        paths.append(str(write_results(results, tmp_path / label)))
+    report_main([*paths, "--against", "vanilla"])
+    printed = capsys.readouterr().out
+    assert "| run | RoPE at eval | seeds | 512 |\n" in printed and "ppl(" not in printed
+    assert re.search(r"\| coca \| - \| \+4\.0% \[", printed)
+
+
 def test_no_passkey_table_of_zeros(tmp_path, capsys):
     runs = [_write(tmp_path, name, [10.0, 11.0, 12.0], accuracy=(0.0, 0.0)) for name in ("a", "b")]
     report_main(runs)

@@ -49,10 +49,12 @@ def perplexity_table(groups: list[Group]) -> str:
         if group.lengths != lengths:
             raise ValueError(f"{group.label!r} was evaluated at other lengths than {groups[0].label!r}: "
                              "tables compare runs at the same lengths")
-    header = ["run", "RoPE at eval", "seeds", *map(length_name, lengths),
-              f"ppl({length_name(lengths[-1])}) / ppl({length_name(lengths[0])})"]
-    body = [[g.label, g.rope, _seeds(g), *(_ppl_cell(g, n) for n in lengths),
-             _change_cell(change(g, g, lengths[-1], lengths[0]), ratio=True)] for g in groups]
+    header = ["run", "RoPE at eval", "seeds", *map(length_name, lengths)]
+    body = [[g.label, g.rope, _seeds(g), *(_ppl_cell(g, n) for n in lengths)] for g in groups]
+    if len(lengths) > 1:  # the extrapolation ratio
+        header.append(f"ppl({length_name(lengths[-1])}) / ppl({length_name(lengths[0])})")
+        for g, row in zip(groups, body):
+            row.append(_change_cell(change(g, g, lengths[-1], lengths[0]), ratio=True))
     return markdown_table(header, body)
 
 
