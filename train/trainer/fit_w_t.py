@@ -5,10 +5,14 @@ key's scalar c_n: score_j(m, n) = c_n F_j(m, n), where F_j is what the score wou
 (coca_query_key with t = 1: Q' against K' = RoPE(1, 1) on that slice). The parent scores the same
 pair as RoPE_m(q)_j . RoPE_n(k)_j. On calibration sequences run through the parent, every layer fed
 the parent's own inputs, the c_n that best reproduces the parent's scores of key n over the queries
-that see it (m >= n, all query heads sharing the key head) is c*_n = sum F S / sum F^2. Since
-c = relu(mean of the slice's two rows of t), both rows of W_t for slice j become one ridge
-regression of c* on the layer's input. Slices that stay vanilla (coca_slices=low_frequency) keep W_k.
-The fine-tuning that follows then starts from CoCA scores as close to the parent's as a linear W_t allows.
+that see it (m >= n, all query heads sharing the key head) is c*_n = sum F S / sum F^2, and the
+score gap grows as sum F^2 (c_n - c*_n)^2. Since c = relu(mean of the slice's two rows of t), both
+rows of W_t for slice j become one ridge regression of c* on the layer's input, each key weighted
+by its sum F^2: exactly the score gap, where an unweighted fit let keys that barely touch any
+query (tiny F, huge c*) dominate and made the gap hundreds of times worse than W_k's. A layer whose
+fit still scores worse than W_k on the calibration text keeps W_k. Slices that stay vanilla
+(coca_slices=low_frequency) keep W_k. The fine-tuning that follows then starts from CoCA scores as
+close to the parent's as a linear W_t allows.
 """
 from __future__ import annotations
 
@@ -76,19 +80,29 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
     fitted = torch.arange(half, device=k.device) >= layer.first_slice  # the CoCA slices
     seen = torch.ones(s, s, dtype=torch.bool, device=k.device).tril()[..., None] & fitted  # (m, n, d/2)
     target = torch.zeros(b, kv_heads, s, half, device=k.device)
+    energy = torch.zeros_like(target)  # sum F^2 per key and slice: how much the key's c_n matters
     for i in range(b):  # one sequence and key head at a time: (G, m, n, d/2) tensors
         for g in range(kv_heads):
             heads = slice(g * groups, (g + 1) * groups)
             f = _per_slice(unit_q[i, heads], unit_k[i, g]) * seen
             parent = _per_slice(parent_q[i, heads], parent_k[i, g]) * seen
-            target[i, g] = (f * parent).sum(dim=(0, 1)) / (f.square().sum(dim=(0, 1)) + 1e-12)  # (n, d/2)
-    # ridge regression of c* on the layer's input: one row w per (key head, slice), both rows of the slice
+            energy[i, g] = f.square().sum(dim=(0, 1))
+            target[i, g] = (f * parent).sum(dim=(0, 1)) / (energy[i, g] + 1e-12)  # (n, d/2)
+    # weighted ridge regression of c* on the layer's input: one row per (key head, slice), both rows of the slice
     x = hidden.reshape(-1, hidden.shape[-1]).double()
     y = target.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half).double()
-    gram = x.T @ x
-    gram += _RIDGE * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    w = torch.linalg.solve(gram, x.T @ y).T.to(weight.dtype).view(kv_heads, half, -1)  # (Hkv, d/2, hidden)
+    weights = energy.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half).double()
+    w = torch.zeros(kv_heads * half, x.shape[1], dtype=torch.float64, device=x.device)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    for column in fitted.repeat(kv_heads).nonzero().flatten().tolist():
+        weighted = x * weights[:, column, None]
+        gram = weighted.T @ x
+        gram += _RIDGE * gram.diagonal().mean() * eye
+        w[column] = torch.linalg.solve(gram, weighted.T @ y[:, column])
+    w = w.to(weight.dtype).view(kv_heads, half, -1)  # (Hkv, d/2, hidden)
     rows = weight.view(kv_heads, 2, half, -1)
+    w_k = rows.clone()
+    bias = layer.k_proj.bias.clone() if layer.k_proj.bias is not None else None
     for part in range(2):
         rows[:, part, fitted] = w[:, fitted]
     if layer.k_proj.bias is not None:
@@ -103,7 +117,13 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
             errors += torch.stack([parent.square().sum(),
                                    (_per_slice(unit_q[i, heads], as_is[i, g]) * seen - parent).square().sum(),
                                    (_per_slice(unit_q[i, heads], as_fitted[i, g]) * seen - parent).square().sum()]).double()
-    return (errors[1] / errors[0]).item(), (errors[2] / errors[0]).item()
+    before, after = (errors[1] / errors[0]).item(), (errors[2] / errors[0]).item()
+    if not after < before:  # the fit did not help on its own calibration text: W_k stays
+        rows.copy_(w_k)
+        if bias is not None:
+            layer.k_proj.bias.copy_(bias)
+        after = before
+    return before, after
 
 
 def _per_slice(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:

@@ -222,7 +222,8 @@ def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path, tr
         for layer in (m for m in engine.module.modules() if isinstance(m, CocaAttention)):
             torch.distributed.broadcast(layer.k_proj.weight.data, src=0)  # every rank keeps rank 0's fit
         log.info("model.t_init=fit: W_t fitted to the parent's scores on %d sequences; squared score gap per "
-                 "layer, relative to the parent's, from W_k -> fitted: %s", CALIBRATION_SEQUENCES,
+                 "layer, relative to the parent's (a layer the fit does not improve keeps W_k), from W_k -> fitted: %s",
+                 CALIBRATION_SEQUENCES,
                  ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in errors))
     engine.optimizer.refresh_fp32_params()
 
