@@ -132,6 +132,23 @@ def test_t_init_fit_brings_coca_scores_closer_to_the_parents_than_w_k(train_here
             assert torch.equal(fitted[name], value), name
 
 
+def test_t_init_fit_keeps_w_k_where_the_fit_scores_worse(train_here, tmp_path, parent, caplog, monkeypatch):
+    """A fit that would widen the gap to the parent's scores on its own calibration text (forced here:
+    the solver returns a huge W_t) leaves the layer's W_k as it was."""
+    import train.trainer.fit_w_t as fit
+
+    monkeypatch.setattr(fit.torch.linalg, "solve", lambda gram, rhs: torch.full_like(rhs, 1e3))
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={tmp_path / 'fit'}", *COMMON, *FROZEN, "model.attention=slack",
+                          f"model.init_from={parent}", "model.t_init=fit") == 0
+    line = next(r.getMessage() for r in caplog.records if "model.t_init=fit" in r.getMessage())
+    gaps = [tuple(map(float, pair.split(" -> "))) for pair in line.split("from W_k -> fitted: ")[1].split(", ")]
+    assert len(gaps) == 2 and all(after == before for before, after in gaps), line
+    fitted, trained = weights(tmp_path / "fit", 1), weights(parent, 2)
+    for name, value in trained.items():
+        assert torch.equal(fitted[name], value), name
+
+
 def test_t_init_fit_needs_a_parent():
     from conf.schema import validate
     from tests.test_config import compose_config
