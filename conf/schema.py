@@ -74,9 +74,6 @@ class TrainerConfig:
     # lm: next-token cross-entropy (attention distillation was tried as a conversion stage and
     # removed: it lost, bench/RESULTS.md)
     loss: str = "lm"
-    # converting a vanilla parent (model.init_from): its attention layers switch to model.attention
-    # one at a time, bottom first, over this many steps (train/trainer/layerwise.py); 0: all at once
-    layerwise_conversion_steps: int = 0
     save_every: int = 10
     keep_last: int = 2
     eval_every: int = 10
@@ -144,12 +141,6 @@ def validate(config: FinetuneConfig) -> None:
         missing = [need for need, met in needs.items() if not met]
         if missing:
             problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)}")
-    if t.layerwise_conversion_steps < 0 or t.layerwise_conversion_steps > t.max_steps:
-        problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} must be in [0, "
-                     f"trainer.max_steps={t.max_steps}]")
-    elif t.layerwise_conversion_steps and (m.attention == "vanilla" or m.init_from is None):
-        problems.add(f"trainer.layerwise_conversion_steps={t.layerwise_conversion_steps} converts a vanilla parent: "
-                     "it needs model.attention=slack or exact and model.init_from=<the parent>")
     if t.precision == "fp16" and m.attention != "vanilla" and m.attn_implementation == "eager":
         # bench/precision.py: sdpa and flash keep the scores in fp32; eager stores them in fp16.
         problems.add(f"trainer.precision=fp16 with model.attn_implementation=eager is refused for "

@@ -6,8 +6,6 @@ import torch
 
 from tests.runs import QUICK, REPO, checkpoint_dir, finetune, losses, weights
 from train.cli import EXIT_PREEMPTED
-from train.inference.load import load_model, resolve
-from train.model import load_config
 
 COMMON = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
 FROZEN = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights
@@ -35,49 +33,6 @@ def test_t_init_decides_w_t_when_converting_a_vanilla_parent(env, tmp_path, pare
     # Drawn with the model's initializer_range (0.02), not left at the parent's scale.
     w_t = children["random"]["model.layers.0.self_attn.k_proj.weight"]
     assert abs(w_t.std().item() - 0.02) < 0.005
-
-
-def test_layerwise_conversion_switches_one_layer_at_a_time_and_resumes_exactly(train_here, tmp_path, parent):
-    args = [*COMMON, "model.attention=slack", f"model.init_from={parent}", "trainer.max_steps=6",
-            "trainer.save_every=2", "trainer.keep_last=3", "trainer.layerwise_conversion_steps=4"]
-    whole, halves = tmp_path / "whole", tmp_path / "halves"
-    assert train_here(f"run_dir={whole}", *args) == 0
-    # The tiny model's 2 layers: layer 0 runs slack from step 1, layer 1 from step 3.
-    partial = {step: json.loads((checkpoint_dir(whole, step) / "config.json").read_text()).get("coca_partial_layers")
-               for step in (2, 4, 6)}
-    assert partial == {2: 1, 4: None, 6: None}
-    with pytest.raises(ValueError, match=r"part-way through a layer-by-layer conversion \(only its first 1 attention "
-                                         r"layers run slack\)"):
-        load_model(resolve(str(checkpoint_dir(whole, 2))), load_config(checkpoint_dir(whole, 2)))
-    load_model(resolve(str(checkpoint_dir(whole, 4))), load_config(checkpoint_dir(whole, 4)))
-    # Stopped after step 1 and resumed, it switches the layers at the same steps: the same losses.
-    assert train_here(f"run_dir={halves}", *args, "trainer.max_wall_time_min=0") == EXIT_PREEMPTED
-    assert train_here(f"run_dir={halves}", *args) == 0
-    assert losses(halves) == losses(whole)
-
-
-def test_the_layerwise_schedule(tmp_path):
-    from tests.test_coca import tiny_config, tiny_model
-    from train.coca import convert_to_coca
-    from train.trainer.layerwise import LayerwiseConversion
-
-    model = convert_to_coca(tiny_model(config=tiny_config(num_hidden_layers=4)), "exact")
-    conversion = LayerwiseConversion(model, steps=8)
-    seen = []
-    for step in range(10):
-        conversion.apply(step)
-        seen.append("".join("e" if layer.self_attn.variant == "exact" else "v" for layer in model.model.layers))
-    assert seen == ["evvv", "evvv", "eevv", "eevv", "eeev", "eeev", "eeee", "eeee", "eeee", "eeee"]
-    assert not hasattr(model.config, "coca_partial_layers") and model.config.coca_variant == "exact"
-
-
-def test_layerwise_conversion_needs_a_vanilla_parent_to_convert():
-    from conf.schema import validate
-    from tests.test_config import compose_config
-
-    with pytest.raises(ValueError, match=r"trainer.layerwise_conversion_steps=4 converts a vanilla parent: it needs "
-                                         r"model.attention=slack or exact and model.init_from"):
-        validate(compose_config("trainer.layerwise_conversion_steps=4"))
 
 
 def test_low_frequency_slices_convert_a_vanilla_parent_resume_and_evaluate(train_here, tmp_path, parent):

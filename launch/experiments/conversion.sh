@@ -7,7 +7,6 @@
 #   conversion_kproj_all   every slice CoCA, W_t from W_k, every weight training (the old best)
 #   conversion_lowfreq     CoCA on the low-frequency slices only (model.coca_slices=low_frequency)
 #   conversion_fit         W_t fitted to the parent's scores by least squares (model.t_init=fit)
-#   conversion_layerwise   the layers switch to CoCA one by one over the first 300 steps
 # 1. Every way with seed 0, evaluated on the validation books (VAL_DOCS documents, default 12):
 #    $ROOT/conversion-validation.md. The recipe is chosen there, never on the test books.
 # 2. The chosen one (CHOSEN, default conversion_lowfreq) and the baseline with the other SEEDS.
@@ -21,7 +20,7 @@
 . "$(dirname "$0")/common.sh"
 PARENT=$ROOT/extrapolation_vanilla-seed0
 [[ -d $PARENT/checkpoints ]] || { echo "no parent run at $PARENT: run launch/experiments/extrapolation.sh first" >&2; exit 2; }
-NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_fit conversion_layerwise)
+NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_fit)
 CHOSEN=${CHOSEN:-conversion_lowfreq}
 BUDGETS=${BUDGETS:-2 4}
 VAL_DOCS=${VAL_DOCS:-12}

@@ -22,7 +22,6 @@ from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained, warn_of_flex_on_cpu
 from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
-from train.trainer.layerwise import PARTIAL_KEY
 from train.trainer.state import STATE_FILE, read_state
 
 log = logging.getLogger(__name__)
@@ -90,10 +89,6 @@ def load_model(
             raise ValueError(f"{ckpt.folder}/config.json lacks {CONFIG_KEY}, so a CoCA checkpoint cannot be told "
                              f"from a vanilla one: add \"{CONFIG_KEY}\": the run's model.attention "
                              f"(vanilla, slack or exact)")
-        if getattr(config, PARTIAL_KEY, None) is not None:
-            raise ValueError(f"{ckpt.folder} was saved part-way through a layer-by-layer conversion (only its first "
-                             f"{getattr(config, PARTIAL_KEY)} attention layers run {variant}): its config does not "
-                             "describe the model; use a checkpoint saved after trainer.layerwise_conversion_steps")
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
         # from_pretrained with no path builds the model on the meta device and loads this state dict.
         model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)

@@ -7,7 +7,7 @@
 - state: `TrainerState`, the trainer's part of a checkpoint (trainer_state.json).
 - stop: stop requests by signal. run_dir_lock: one run per run_dir.
 - build: the model a run trains. engine: DeepSpeed's config and engine.
-- loss: the training loss (tiled, sequence-parallel). layerwise: converting a vanilla parent one layer at a time.
+- loss: the training loss (tiled, sequence-parallel).
 - checkpoint/: step folders under <run_dir>/checkpoints (see its __init__).
 - metrics: metrics.jsonl and W&B. distributed: the process group and the ranks' joint decisions.
 """

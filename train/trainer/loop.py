@@ -57,8 +57,6 @@ def _steps(c: Components, divergence: DivergenceWatch, window: _Window, progress
     """Optimizer steps until max_steps, a stop request or divergence; returns the exit status."""
     t, state = c.config.trainer, c.state
     while state.step < t.max_steps:
-        if c.conversion is not None:
-            c.conversion.apply(state.step)
         try:
             loss, applied = c.steps.train_step()
         except Exception as error:

@@ -36,7 +36,6 @@ from train.trainer.checkpoint.load import load
 from train.trainer.checkpoint.resume import plan_resume
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.fit_w_t import CALIBRATION_SEQUENCES, fit_w_t
-from train.trainer.layerwise import LayerwiseConversion
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.trainer.run_dir_lock import RunDirLock
 from train.trainer.state import TrainerState, saved_world_size
@@ -63,7 +62,6 @@ class Components:
     stop: StopRequest
     lock: RunDirLock  # held until the run ends
     identity: Identity  # what this run's checkpoints mean, saved with each
-    conversion: LayerwiseConversion | None  # trainer.layerwise_conversion_steps: which layers run CoCA yet
     started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
     tokens_per_step: int
     flops_per_token: float
@@ -126,10 +124,8 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
                   logits_tile=tile if config.trainer.tiled_logits else None)
-    conversion = (LayerwiseConversion(engine.module, config.trainer.layerwise_conversion_steps)
-                  if config.trainer.layerwise_conversion_steps else None)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
-                      lock, identity, conversion, started, tokens_per_step=global_batch * config.data.seq_len,
+                      lock, identity, started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
 
