@@ -74,6 +74,7 @@ def test_readme_results_are_the_report_commands_tables_unedited():
     from tests.runs import REPO
 
     readme = (REPO / "README.md").read_text()
-    for name in ("extrapolation", "conversion", "quick-extrapolation"):
+    for name in ("extrapolation", "extrapolation-in-window", "conversion-validation", "conversion",
+                 "conversion-in-window", "conversion-budget", "conversion-budget-in-window", "quick-extrapolation"):
         table = (REPO / "bench" / "experiments" / f"{name}.md").read_text().strip()
         assert table.startswith("| run | RoPE at eval |") and table in readme, name
