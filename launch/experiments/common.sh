@@ -72,7 +72,7 @@ results_of() {
 }
 
 # in_window RUN_DIR...: perplexity at L on the whole test split, cut into documents of L tokens
-# (about 2,600 at L=128 in the sample: every token read, so the in-window price gets a narrow
+# (5,792 at L=128 in the sample: every token read, so the in-window price gets a narrow
 # interval), into <run_dir>/eval/in-window/. Dynamic NTK changes nothing within L: once per run.
 in_window() {
     local IFS=, run todo=()

@@ -3,9 +3,10 @@
 # trained from scratch at L tokens (identical but for model.attention), three seeds each, evaluated
 # at L..32L with and without dynamic NTK. From the repository root:
 #   launch/experiments/extrapolation.sh [training overrides...]
-#   QUICK=1 launch/experiments/extrapolation.sh       # a first look in under 10 minutes on CPU
+#   QUICK=1 launch/experiments/extrapolation.sh       # a first look: one seed, 500 steps a model
 # Writes $ROOT/extrapolation_{vanilla,slack,exact}-seed<N>/ (runs, eval/), $ROOT/extrapolation.md
-# (the tables), $ROOT/extrapolation-in-window.md (at L on the whole test split) and $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
+# (the tables), $ROOT/extrapolation-in-window.md (at L on the whole test split) and
+# $ROOT/extrapolation.png. Run again to resume; finished steps are skipped.
 # shellcheck source=launch/experiments/common.sh
 . "$(dirname "$0")/common.sh"
 NAMES=(extrapolation_vanilla extrapolation_slack extrapolation_exact)
