@@ -78,9 +78,9 @@ def explain_non_finite(model: nn.Module, inputs: dict[str, torch.Tensor]) -> str
 
     layers = [m for m in model.modules() if isinstance(m, CocaAttention)]
     handles = [layer.register_forward_hook(watch(layer), with_kwargs=True) for layer in layers]
-    was_training = model.training
+    # The replay keeps the model's train/eval mode: transformers compiles flex attention once per
+    # mode, and the two compiled kernels need not share a defect.
     try:
-        model.eval()
         with torch.no_grad():
             model(**inputs)
     except Exception as error:  # noqa: BLE001 - a diagnosis must never hide the failure it explains
@@ -88,7 +88,6 @@ def explain_non_finite(model: nn.Module, inputs: dict[str, torch.Tensor]) -> str
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return findings[0] if findings else None
 
 
