@@ -20,9 +20,9 @@ from train.evaluation.passkey import FILLER, QUESTION, build_prompt, is_correct,
 from train.evaluation.perplexity import plan_windows, sliding_window_perplexity
 from train.evaluation.report import write_results
 from train.evaluation.run import evaluate
-from train.export import export
-from train.generate import generate
 from train.inference.config import ExportConfig, GenerateConfig
+from train.inference.export import export
+from train.inference.generate import generate
 from train.inference.load import checkpoint_config, load_checkpoint_tokenizer, load_model, resolve
 from train.model import load_pretrained
 from train.plot import main as plot_main

@@ -8,9 +8,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from conf import ModelConfig
 from train.coca import CocaAttention, convert_to_coca
 from train.coca_folder import SHIPPED_FILES
-from train.export import export
-from train.generate import generate
 from train.inference.config import ExportConfig, GenerateConfig
+from train.inference.export import export
+from train.inference.generate import generate
 from train.model import load_pretrained
 from train.trainer.build import build_model, model_config
 

@@ -18,8 +18,8 @@ from tests.runs import REPO, launch
 from tests.test_evaluate import SMALL_DATA, eval_config
 from train.coca_folder import CODE_KEY, SHIPPED_FILES, project_file, sha256
 from train.evaluation.run import evaluate
-from train.export import export
-from train.generate import generate
+from train.inference.export import export
+from train.inference.generate import generate
 from train.inference.config import ExportConfig, GenerateConfig
 from train.inference.hub import files_to_upload
 from train.model import apply_rope_scaling, load_config, load_pretrained

@@ -5,11 +5,10 @@ prompt and its continuation.
 """
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from train.cli import main_and_exit, run_job
-from train.inference.config import GenerateConfig
-from train.inference.generate import generate
+from train.cli import checked_then, main_and_exit, run_job
+from train.inference.config import GenerateConfig, validate_generate
 
 # The schema conf/generate.yaml names first in its defaults.
 ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
@@ -17,8 +16,7 @@ ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config: GenerateConfig = OmegaConf.to_object(cfg)
-    run_job("train.generate", generate, config)
+    run_job("train.generate", checked_then(validate_generate, "train.inference.generate:generate"), cfg)
 
 
 if __name__ == "__main__":

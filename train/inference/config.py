@@ -40,13 +40,26 @@ def validate_export(config: ExportConfig) -> None:
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
         problems.add(f"output={config.output!r} exists and is not an empty folder: give a new folder")
     if config.push_to_hub is not None:
-        from train.inference.hub import check_repo_id  # the Hub client only where it is asked for
-
         try:
             check_repo_id(config.push_to_hub)
         except ValueError as error:
             problems.found.append(error)
     problems.raise_if_any()
+
+
+def check_repo_id(repo_id: str, key: str = "push_to_hub") -> None:
+    """Refuse a malformed repo id before anything loads or touches the network."""
+    from huggingface_hub.errors import HFValidationError  # the Hub client only where it is asked for
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        if repo_id.count("/") != 1:
+            raise HFValidationError("it needs exactly one '/' between owner and name")
+    except HFValidationError as error:
+        reason = str(error).splitlines()[0].rstrip(".")
+        raise ValueError(f"{key}={repo_id!r} is not a Hub repo id ({reason}): give owner/name, "
+                         f"e.g. my-user/coca-llama-7b") from None
 
 
 def validate_generate(config: GenerateConfig) -> None:

@@ -10,26 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
 from train.coca import CONFIG_KEY
 from train.evaluation.report import TABLE_FILE
+from train.inference.config import check_repo_id
 from train.inference.load import DEEPSPEED, Checkpoint
 
 CARD_FILE = "README.md"
-
-
-def check_repo_id(repo_id: str, key: str = "push_to_hub") -> None:
-    """Refuse a malformed repo id before anything loads or touches the network."""
-    try:
-        validate_repo_id(repo_id)
-        if repo_id.count("/") != 1:
-            raise HFValidationError("it needs exactly one '/' between owner and name")
-    except HFValidationError as error:
-        reason = str(error).splitlines()[0].rstrip(".")
-        raise ValueError(f"{key}={repo_id!r} is not a Hub repo id ({reason}): give owner/name, "
-                         f"e.g. my-user/coca-llama-7b") from None
 
 
 def files_to_upload(folder: Path) -> list[str]:
