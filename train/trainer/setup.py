@@ -140,8 +140,11 @@ def _datasets(config: FinetuneConfig, tokenizer) -> tuple[Dataset, PackedDataset
     elif distributed.local_rank() == 1:
         log.info("waiting for the first rank of this node to tokenize and pack the data (on a fresh cache "
                  "this can take long; `python -m data.prepare` with the same data settings builds it ahead)")
+    waiting = time.monotonic()
     distributed.wait_long()
     if not builder:
+        if distributed.local_rank() == 1:
+            log.info("the data was ready after %.1f s of waiting", time.monotonic() - waiting)
         splits = build_datasets(config.data, tokenizer, config.seed)
     return splits["train"], splits.get("validation")
 
