@@ -84,7 +84,7 @@ GPU_PLAN = Plan(layer_hidden=4096, layer_heads=32, layer_lengths=(8192, 32768), 
                 rounds=5)
 DRY_PLAN = Plan(layer_hidden=256, layer_heads=4, layer_lengths=(256, 512), parity_lengths=(512,),
                 parity_magnitudes=(1, 32), parity_queries=64, model_arch=TINY_1B, model_len=256,
-                big_arch=TINY_7B, longest_start=256, longest_step=256, longest_cap_s=10, prep_len=256, rounds=2)
+                big_arch=TINY_7B, longest_start=256, longest_step=256, longest_cap_s=3, prep_len=256, rounds=2)
 
 
 @dataclass

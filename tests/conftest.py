@@ -22,6 +22,12 @@ _PROCESS_GROUP_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+
+def pytest_collection_modifyitems(items):
+    """Tests that start processes (those taking `env`) first, in their usual order: they are the
+    long ones, and under xdist (pyproject's addopts) the short ones then fill the workers' ends."""
+    items.sort(key=lambda item: "env" not in getattr(item, "fixturenames", ()))
+
 @pytest.fixture(scope="session")
 def sample_tokenizer(tmp_path_factory):
     from data.tokenizer import load_tokenizer
@@ -65,20 +71,18 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def shared_run(env, tmp_path_factory):
-    """`shared_run(*args)`: the run dir of `finetune args`, trained once per session for each args.
+def shared_run(train_here, tmp_path_factory):
+    """`shared_run(*args)`: the run dir of `train_here(*args)` (one rank, in this process),
+    trained once per session for each args.
 
     For reference runs that several tests compare against and only read: a test that changes a
     run must copy it first (shutil.copytree)."""
-    from tests.runs import REPO, finetune
-
     runs = {}
 
     def run(*args: str) -> Path:
         if args not in runs:
             run_dir = tmp_path_factory.mktemp("shared-run") / "run"
-            code, out = finetune([f"run_dir={run_dir}", *args], env, REPO)
-            assert code == 0, out
+            assert train_here(f"run_dir={run_dir}", *args) == 0
             runs[args] = run_dir
         return runs[args]
 

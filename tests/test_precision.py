@@ -80,19 +80,19 @@ def test_half_precision_training_follows_fp32_and_fp16_is_refused_where_the_cpu_
     fp16 = deepspeed.get_accelerator().is_fp16_supported()
     sweep = tmp_path / "sweep"
     code, out = finetune(["-m", "model.attention=slack,exact", "trainer.precision=fp32,bf16,fp16",
-                          f"hydra.sweep.dir={sweep}", *QUICK, "trainer.max_steps=300", "trainer.save_every=300",
-                          "trainer.eval_every=300", "logger.mode=disabled"], env, REPO)
+                          f"hydra.sweep.dir={sweep}", *QUICK, "trainer.max_steps=100", "trainer.save_every=100",
+                          "trainer.eval_every=100", "logger.mode=disabled"], env, REPO)
     refusal = "trainer.precision=fp16 is not supported on this device (cpu); choose one of fp32, bf16"
     assert code == (0 if fp16 else EXIT_BAD_INPUT), out
     assert out.count(refusal) == (0 if fp16 else 2)
     # job numbers: slack then exact, fp32/bf16/fp16 each
     for fp32, half_job in ((0, 1), (3, 4)) + (((0, 2), (3, 5)) if fp16 else ()):
         full, half = losses(sweep / f"{fp32}-tiny"), losses(sweep / f"{half_job}-tiny")
-        assert sorted(full) == sorted(half) == list(range(1, 301))
+        assert sorted(full) == sorted(half) == list(range(1, 101))
         gaps = [abs(full[s] - half[s]) for s in full]
-        assert max(gaps) < 0.01, max(gaps)  # measured: 0.0016 at most (bf16), on a loss going 6.25 -> 4.3
+        assert max(gaps) < 0.01, max(gaps)  # measured: 0.0009 at most (bf16, slack), on a loss going 6.25 -> 5.46
         assert max(gaps) > 0  # half precision really ran
-        assert full[300] < full[1] - 1.0
+        assert full[100] < full[1] - 0.5
 
 
 def _outlier_query_model(variant: str, magnitude: float):

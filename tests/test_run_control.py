@@ -55,6 +55,20 @@ def test_the_deepspeed_config_keeps_the_users_fp16_settings():
     assert ds["bf16"] == {"enabled": False}  # precision decides which one is on
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_preemption_signal_asks_for_a_stop(monkeypatch, stop_signal):
+    """The end-to-end stop (tests/test_trainer.py) sends SIGTERM and SIGINT; SIGUSR1 takes the same handler."""
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    before = signal.getsignal(stop_signal)
+    stop = StopRequest()
+    try:
+        os.kill(os.getpid(), stop_signal)
+        assert stop.signal == stop_signal
+    finally:
+        stop.restore()
+    assert signal.getsignal(stop_signal) is before
+
+
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_aborts(monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     before = signal.getsignal(signal.SIGINT)

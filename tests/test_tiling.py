@@ -84,7 +84,7 @@ TILED = ["trainer.tiled_mlp=true", "trainer.tiled_logits=true", "trainer.tile_to
 def test_tiled_training_on_two_ranks_per_sequence_matches_untiled_on_one(env, tmp_path, stage, shared_run):
     """Tiling, ZeRO's gradient hooks and Ulysses together: the same losses and gradient norms."""
     common = [*COMMON, f"deepspeed=zero{stage}", "model.attention=slack"]
-    # At ZeRO-2 the untiled run is tests/test_sequence_parallel.py's one-rank run of slack.
+    # The untiled reference: one rank, each sequence whole, two micro-batches per step.
     untiled = shared_run(*common, "trainer.grad_accum=2")
     code, out = finetune([f"run_dir={tmp_path / 'tiled'}", *common, "trainer.grad_accum=1",
                           "trainer.sequence_parallel_size=2", *TILED], env, REPO, nproc=2)
