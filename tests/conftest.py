@@ -24,9 +24,11 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that start processes (those taking `env`) first, in their usual order: they are the
-    long ones, and under xdist (pyproject's addopts) the short ones then fill the workers' ends."""
-    items.sort(key=lambda item: "env" not in getattr(item, "fixturenames", ()))
+    """The tests marked `long` first, then the others that start processes (those taking `env`),
+    each in their usual order: under xdist (pyproject's addopts) the short tests then fill the
+    workers' ends, instead of a long one starting last and ending the run alone."""
+    items.sort(key=lambda item: (item.get_closest_marker("long") is None,
+                                 "env" not in getattr(item, "fixturenames", ())))
 
 @pytest.fixture(scope="session")
 def sample_tokenizer(tmp_path_factory):

@@ -99,6 +99,7 @@ def test_resuming_with_another_global_batch_runs_across_the_epoch_end(train_here
     assert state["sampler"]["epoch"] == 1 and state["sampler"]["position"] == 15
 
 
+@pytest.mark.long
 def test_kill_9_at_random_moments_never_leaves_a_checkpoint_that_fails(env, tmp_path):
     """A bounded torture test: kills at random moments of a run that saves every step."""
     run_dir, rng = tmp_path / "run", random.Random(0)
@@ -122,6 +123,7 @@ def test_kill_9_at_random_moments_never_leaves_a_checkpoint_that_fails(env, tmp_
     assert sorted(losses(run_dir))[-1] == 12
 
 
+@pytest.mark.long
 def test_a_data_build_longer_than_the_collective_timeout_does_not_time_out(env, tmp_path):
     """Two ranks; rank 0 tokenizes a fresh cache for longer than the collectives' 3-second
     timeout while rank 1 waits: the wait must not be one of those collectives."""

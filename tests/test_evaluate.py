@@ -180,6 +180,7 @@ def test_export_gives_the_checkpoint_model_with_identical_logits(trained, export
     assert [p.name for p in exported.parent.iterdir()] == ["tiny"]  # no scratch folder left behind
 
 
+@pytest.mark.long
 def test_zero3_checkpoint_of_two_ranks_exports_every_parameter(env, tmp_path):
     run_dir = train(tmp_path / "z3", env, "deepspeed=zero3", "trainer.micro_batch_size=1", "logger.mode=disabled",
                     nproc=2)

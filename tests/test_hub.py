@@ -112,6 +112,7 @@ def test_shipped_code_is_the_projects_own_and_needs_only_torch_and_transformers(
                                                                     conf.schema.SLICES)
 
 
+@pytest.mark.long
 def test_plain_transformers_loads_the_export_as_coca_and_refuses_it_without_remote_code(every_export, env, tmp_path):
     # Every variant's export in one process: the loads below, for each.
     loads = {b: remote(attn_implementation=b) for b in BACKENDS}

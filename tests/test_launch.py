@@ -179,6 +179,7 @@ def test_bad_nproc_and_missing_multinode_settings_fail_with_a_message(base_env, 
     assert code != 0 and "MASTER_ADDR" in out
 
 
+@pytest.mark.long
 def test_two_nodes_of_one_process_train_together(base_env, tmp_path):
     """Two multinode.sh launches on this machine stand in for two nodes."""
     run_dir = tmp_path / "run"

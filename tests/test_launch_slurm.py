@@ -84,6 +84,7 @@ def test_a_job_trains_to_the_end_in_its_job_id_run_dir(submit):
     assert "command: srun --nodes=1 --ntasks=1" in log and "--nproc_per_node=1" in log
 
 
+@pytest.mark.long
 def test_a_stop_signal_saves_requeues_and_the_same_job_resumes_where_it_stopped(submit, env, tmp_path):
     job = submit(LONG)
     job.wait_for_checkpoint()

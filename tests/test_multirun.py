@@ -1,10 +1,13 @@
 """`python -m train.finetune -m ...`: a Hydra sweep runs every job, each in its own run_dir."""
 import json
 
+import pytest
+
 from tests.runs import QUICK, finetune, losses
 from train.cli import EXIT_BAD_INPUT
 
 
+@pytest.mark.long
 def test_sweep_runs_every_job_in_its_own_run_dir_and_wandb_run_and_a_bad_job_sets_the_status(env, tmp_path):
     # A bad job between two good ones: it does not stop the sweep, but sets the sweep's status.
     sweep = tmp_path / "sweep"

@@ -71,6 +71,7 @@ def test_fp16_model_with_outlier_projections_is_finite_forward_and_backward(vari
     assert error < 0.05, error
 
 
+@pytest.mark.long
 def test_half_precision_training_follows_fp32_and_fp16_is_refused_where_the_cpu_lacks_it(env, tmp_path):
     """bf16 trains on every CPU. fp16 trains where oneDNN has fp16 kernels (AVX512-FP16 or AMX-FP16,
     e.g. Intel Sapphire Rapids; DeepSpeed asks torch.ops.mkldnn), with DeepSpeed's loss scaling; on

@@ -9,6 +9,7 @@ from conf import FinetuneConfig
 
 
 
+@pytest.mark.long
 def test_two_ranks_on_one_sequence_match_one_rank(env, tmp_path, shared_run):
     # Exact here; slack shares sequences in tests/test_tiling.py, tiled, against the same one-rank
     # reference, at ZeRO-2 and ZeRO-3.

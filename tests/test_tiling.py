@@ -80,6 +80,7 @@ def test_tiled_logits_backpropagate_later_scales_into_lm_head():
 TILED = ["trainer.tiled_mlp=true", "trainer.tiled_logits=true", "trainer.tile_tokens=20"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("stage", [2, 3])
 def test_tiled_training_on_two_ranks_per_sequence_matches_untiled_on_one(env, tmp_path, stage, shared_run):
     """Tiling, ZeRO's gradient hooks and Ulysses together: the same losses and gradient norms."""

@@ -50,6 +50,7 @@ def test_default_command_leaves_checkpoint_metrics_and_wandb_run(env, tmp_path):
     assert state["wandb_run_id"] in wandb_run.name and state["step"] == 30
 
 
+@pytest.mark.long
 def test_stop_signals_save_and_exit_with_code_a_kill_keeps_the_last_checkpoint_and_resumes_match(
         env, tmp_path, uninterrupted):
     """One run, as a preemptible job lives it: stopped by SIGTERM, requeued and stopped by a Ctrl-C
@@ -99,6 +100,7 @@ def test_stop_signals_save_and_exit_with_code_a_kill_keeps_the_last_checkpoint_a
     assert len(wandb_runs) == 4 and len({p.name.rsplit("-", 1)[1] for p in wandb_runs}) == 1  # one run id
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_processes_match_one_and_resume_at_another_world_size(train_here, env, tmp_path, stage, caplog):
     # The one-rank runs are in this process (train_here), the two-rank ones under torchrun.
