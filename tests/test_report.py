@@ -75,6 +75,7 @@ def test_readme_results_are_the_report_commands_tables_unedited():
 
     readme = (REPO / "README.md").read_text()
     for name in ("extrapolation", "extrapolation-in-window", "conversion-validation", "conversion",
-                 "conversion-in-window", "conversion-budget", "conversion-budget-in-window", "quick-extrapolation"):
+                 "conversion-in-window", "conversion-budget", "conversion-budget-in-window", "conversion-budget-x4",
+                 "conversion-budget-x4-in-window", "quick-extrapolation"):
         table = (REPO / "bench" / "experiments" / f"{name}.md").read_text().strip()
         assert table.startswith("| run | RoPE at eval |") and table in readme, name
