@@ -25,6 +25,16 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
             "DEADLINE"}
 # Finished jobs stay visible to `scontrol show job` (no accounting database here) this long.
 MIN_JOB_AGE_S = 3600
+# Job ids per cluster. pytest-xdist starts one cluster per worker that runs these tests, and
+# launch/slurm.sbatch takes its rendezvous id and port (29500 + id % 1000) from the job id:
+# clusters that all began at job 1 had two jobs join one rendezvous, and one failed when the
+# other's store closed. Each worker's cluster counts from its own hundred instead.
+JOB_IDS_PER_CLUSTER = 100
+
+
+def first_job_id() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...; unset without xdist
+    return JOB_IDS_PER_CLUSTER * (int(worker.removeprefix("gw")) + 1)
 
 
 def _which(name: str) -> str | None:
@@ -126,6 +136,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge={MIN_JOB_AGE_S}
+FirstJobId={first_job_id()}
 # The scheduler otherwise looks at pending jobs once a minute (backfill: every 30 s), so a
 # requeued job whose BeginTime has passed waited ~25 s more here.
 SchedulerParameters=sched_interval=1
