@@ -2,9 +2,11 @@
 # Experiment 3, passkey retrieval beyond the training length: vanilla, slack and exact CoCA trained
 # from scratch at L = 256 with retrieval sequences mixed into the books (conf/experiment/passkey.yaml),
 # then asked for 5-digit keys in prompts of L..32L tokens (CASES per length, default 50, at 5
-# depths) with and without dynamic NTK. From the repository root:
+# depths) with and without dynamic NTK, then just past L (9L/8, 5L/4, 3L/2), where retrieval fades.
+# From the repository root:
 #   launch/experiments/passkey.sh [training overrides...]
-# Writes $ROOT/passkey_{vanilla,slack,exact}-seed<N>/, $ROOT/passkey.md and $ROOT/passkey.png.
+# Writes $ROOT/passkey_{vanilla,slack,exact}-seed<N>/, $ROOT/passkey.md, $ROOT/passkey-near-L.md
+# and $ROOT/passkey.png.
 SEQ_LEN=${SEQ_LEN:-256}
 SEEDS=${SEEDS:-0}
 # shellcheck source=launch/experiments/common.sh
@@ -19,3 +21,23 @@ evaluate "${RUNS[@]}"
 mapfile -t EVALS < <(results "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --out "$ROOT/passkey.md"
 python -m train.plot "$ROOT/passkey.png" "${EVALS[@]}" --title "Experiment 3: passkey retrieval, trained at L=$L"
+
+# Just past L, into <run_dir>/eval/near-L[-dynamic-x4]/, each setting once per run.
+near_l() {
+    local IFS=, rope tag todo run
+    for rope in "${ROPES[@]}"; do
+        tag=near-L
+        [[ $rope == null ]] || tag+=-dynamic-x4
+        todo=()
+        for run in "$@"; do
+            [[ -f $run/eval/$tag/eval.json ]] || todo+=("$run")
+        done
+        ((${#todo[@]})) || continue
+        python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.output_dir=\${checkpoint}/eval/$tag" \
+            "eval.rope_scaling=$rope" data=local "data.path=$DATA" "eval.lengths=[]" \
+            "eval.passkey.lengths=[$((L * 9 / 8)),$((L * 5 / 4)),$((L * 3 / 2))]" "eval.passkey.cases=$CASES"
+    done
+}
+near_l "${RUNS[@]}"
+python -m train.report "${RUNS[@]/%//eval/near-L/eval.json}" "${RUNS[@]/%//eval/near-L-dynamic-x4/eval.json}" \
+    --out "$ROOT/passkey-near-L.md"
