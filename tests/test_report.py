@@ -79,6 +79,6 @@ def test_readme_results_are_the_report_commands_tables_unedited():
                  "conversion-budget-x4-in-window", "quick-extrapolation"):
         table = (REPO / "bench" / "experiments" / f"{name}.md").read_text().strip()
         assert table.startswith("| run | RoPE at eval |") and table in readme, name
-    for name in ("passkey", "passkey-near-L"):
+    for name in ("passkey", "passkey-near-L", "passkey-exact-6000"):
         tables = (REPO / "bench" / "experiments" / f"{name}.md").read_text().strip()
         assert tables.startswith("Passkey accuracy by length") and tables in readme, name
