@@ -9,6 +9,9 @@ import os
 import sys
 from typing import Any, Callable
 
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
 # Exit statuses of every command (the README's "Running on a cluster" lists them).
 EXIT_BAD_INPUT = 2
 # max_bad_steps non-finite steps in a row stopped the run.
@@ -58,15 +61,21 @@ def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
         sys.exit(status)
 
 
-def checked_then(check: Callable[[Any], None], target: str) -> Callable[[Any], Any]:
-    """A command's job: `check(config)`, then import `target` ("module:function") and call it.
+def checked_then(check: Callable[[Any], None], target: str) -> Callable[[DictConfig], Any]:
+    """A command's job: the composed config made typed and `check`ed, then `target`
+    ("module:function") imported and called with it.
 
     The command modules import only Hydra and the config dataclasses; torch, transformers and
     DeepSpeed (~10 s of imports on a 2-core CPU) come with `target`. So a typo on the command
-    line, or a bad value the check catches, is reported within a second or two."""
+    line, a required key left out or a bad value the check catches is reported within a second
+    or two."""
     module, name = target.split(":")
 
-    def job(config: Any) -> Any:
+    def job(cfg: DictConfig) -> Any:
+        try:
+            config = OmegaConf.to_object(cfg)
+        except MissingMandatoryValue as error:
+            raise ValueError(f"{error.full_key} is required: give {error.full_key}=... on the command line") from None
         check(config)
         return getattr(importlib.import_module(module), name)(config)
 

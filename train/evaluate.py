@@ -6,7 +6,7 @@ eval.json, eval.md and eval.png in eval.output_dir, and the checkpoint's W&B run
 """
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from train.cli import checked_then, main_and_exit, run_job
 from train.evaluation.config import EvaluateConfig, validate
@@ -17,8 +17,7 @@ ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config: EvaluateConfig = OmegaConf.to_object(cfg)
-    run_job("train.evaluate", checked_then(validate, "train.evaluation.run:evaluate"), config)
+    run_job("train.evaluate", checked_then(validate, "train.evaluation.run:evaluate"), cfg)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ checkpoint's model back. push_to_hub uploads the folder (train/inference/hub.py)
 """
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from train.cli import checked_then, main_and_exit, run_job
 from train.inference.config import ExportConfig, validate_export
@@ -19,8 +19,7 @@ ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config: ExportConfig = OmegaConf.to_object(cfg)
-    run_job("train.export", checked_then(validate_export, "train.inference.export:export"), config)
+    run_job("train.export", checked_then(validate_export, "train.inference.export:export"), cfg)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from conf import FinetuneConfig
 from conf.schema import validate
@@ -23,12 +23,11 @@ ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
 
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config: FinetuneConfig = OmegaConf.to_object(cfg)
-    if config.run_dir is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if cfg.run_dir is None and HydraConfig.get().mode == RunMode.MULTIRUN:
         # Hydra's job folder: fixed by the sweep's folder and the job's place in it, so the
         # same sweep command with the same hydra.sweep.dir resumes every job.
-        config.run_dir = HydraConfig.get().runtime.output_dir
-    run_job("train.finetune", checked_then(validate, "train.trainer.loop:run"), config)
+        cfg.run_dir = HydraConfig.get().runtime.output_dir
+    run_job("train.finetune", checked_then(validate, "train.trainer.loop:run"), cfg)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ prompt and its continuation.
 """
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from train.cli import checked_then, main_and_exit, run_job
 from train.inference.config import GenerateConfig, validate_generate
@@ -16,8 +16,7 @@ ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config: GenerateConfig = OmegaConf.to_object(cfg)
-    run_job("train.generate", checked_then(validate_generate, "train.inference.generate:generate"), config)
+    run_job("train.generate", checked_then(validate_generate, "train.inference.generate:generate"), cfg)
 
 
 if __name__ == "__main__":
