@@ -43,9 +43,10 @@ runs() {
 # evaluate RUN_DIR...: perplexity by length on the EVAL_SPLIT books (default test), or what MEASURE
 # (an array of overrides) says, each checkpoint with RoPE as trained and with dynamic NTK (factor 4,
 # which starts beyond max_position_embeddings = L); one Hydra sweep per setting over the runs not
-# yet evaluated with it.
+# yet evaluated with it. With OUT set, each result goes to <run_dir>/eval/$OUT[-dynamic-x4]/ instead
+# of the checkpoint's own folder (a second measurement of the same checkpoint).
 evaluate() {
-    local IFS=, rope todo run what=("${MEASURE[@]}")
+    local IFS=, rope todo run what=("${MEASURE[@]}") out=()
     ((${#what[@]})) || what=("eval.lengths=$LENGTHS" "eval.stride=$L" "eval.num_docs=$EVAL_DOCS" eval.batch_size=8
                              eval.max_batch_tokens=32768 "eval.passkey.lengths=[]")
     for rope in "${ROPES[@]}"; do
@@ -54,21 +55,32 @@ evaluate() {
             [[ -n $(results_of "$run" "$rope") ]] || todo+=("$run")
         done
         ((${#todo[@]})) || continue
+        [[ -z $OUT ]] || out=("eval.output_dir=\${checkpoint}/eval/$OUT$(rope_suffix "$rope")")
         python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" "eval.split=$EVAL_SPLIT" \
-            data=local "data.path=$DATA" "${what[@]}"
+            data=local "data.path=$DATA" "${what[@]}" "${out[@]}"
     done
 }
 EVAL_SPLIT="test"
 ROPES=(null "$NTK")
 MEASURE=()
+OUT=""
+
+# rope_suffix ROPE: how train.evaluate tags a folder for that RoPE setting (null or $NTK)
+rope_suffix() {
+    [[ $1 == null ]] || echo -dynamic-x4
+}
 
 # results_of RUN_DIR ROPE: the eval.json of the run's latest checkpoint on EVAL_SPLIT with that RoPE
 # setting (null or $NTK), if there is one. train.evaluate names its folder step-N[-<rope>][-<split>].
 results_of() {
-    local tag=""
-    [[ $2 == null ]] || tag="-dynamic-x4"
+    local tag
+    tag=$(rope_suffix "$2")
     [[ $EVAL_SPLIT == test ]] || tag+="-$EVAL_SPLIT"
-    find "$1/eval" -path "*/step-????????$tag/eval.json" 2>/dev/null | sort | tail -1
+    if [[ -n $OUT ]]; then
+        [[ ! -f $1/eval/$OUT$tag/eval.json ]] || echo "$1/eval/$OUT$tag/eval.json"
+    else
+        find "$1/eval" -path "*/step-????????$tag/eval.json" 2>/dev/null | sort | tail -1
+    fi
 }
 
 # in_window RUN_DIR...: perplexity at L on the whole test split, cut into documents of L tokens

@@ -22,22 +22,9 @@ mapfile -t EVALS < <(results "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --out "$ROOT/passkey.md"
 python -m train.plot "$ROOT/passkey.png" "${EVALS[@]}" --title "Experiment 3: passkey retrieval, trained at L=$L"
 
-# Just past L, into <run_dir>/eval/near-L[-dynamic-x4]/, each setting once per run.
-near_l() {
-    local IFS=, rope tag todo run
-    for rope in "${ROPES[@]}"; do
-        tag=near-L
-        [[ $rope == null ]] || tag+=-dynamic-x4
-        todo=()
-        for run in "$@"; do
-            [[ -f $run/eval/$tag/eval.json ]] || todo+=("$run")
-        done
-        ((${#todo[@]})) || continue
-        python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.output_dir=\${checkpoint}/eval/$tag" \
-            "eval.rope_scaling=$rope" data=local "data.path=$DATA" "eval.lengths=[]" \
-            "eval.passkey.lengths=[$((L * 9 / 8)),$((L * 5 / 4)),$((L * 3 / 2))]" "eval.passkey.cases=$CASES"
-    done
-}
-near_l "${RUNS[@]}"
-python -m train.report "${RUNS[@]/%//eval/near-L/eval.json}" "${RUNS[@]/%//eval/near-L-dynamic-x4/eval.json}" \
-    --out "$ROOT/passkey-near-L.md"
+# Just past L, into <run_dir>/eval/near-L[-dynamic-x4]/.
+MEASURE=("eval.lengths=[]" "eval.passkey.lengths=[$((L * 9 / 8)),$((L * 5 / 4)),$((L * 3 / 2))]"
+         "eval.passkey.cases=$CASES")
+OUT=near-L evaluate "${RUNS[@]}"
+mapfile -t NEAR < <(OUT=near-L results "${RUNS[@]}")
+python -m train.report "${NEAR[@]}" --out "$ROOT/passkey-near-L.md"
