@@ -163,8 +163,7 @@ def validate(config: FinetuneConfig) -> None:
         problems.add(f"trainer.grad_clip={t.grad_clip} must be > 0: DeepSpeed detects non-finite gradients "
                      "through the clipping norm and skips those steps")
     if config.resume not in ("auto", "none") and not Path(config.resume).exists():
-        problems.add(f"resume={config.resume!r} does not exist; use auto, none or a checkpoint path",
-                     FileNotFoundError)
+        problems.add(f"resume={config.resume!r} does not exist; use auto, none or a checkpoint path")
     if m.init_from is not None and not Path(m.init_from).exists():
-        problems.add(f"model.init_from={m.init_from!r} does not exist", FileNotFoundError)
+        problems.add(f"model.init_from={m.init_from!r} does not exist")
     problems.raise_if_any()

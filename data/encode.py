@@ -20,6 +20,7 @@ from data.cache import cache_key, cached_folder, damage
 from data.sources import RawSplit
 from data.store import TokenStore, token_dtype, write_store
 from data.tokenizer import adds_bos, tokenizer_fingerprint
+from conf.errors import BadInput
 
 # Bump when the token stream's content changes for the same data and tokenizer.
 _VERSION = 2
@@ -33,7 +34,7 @@ def token_store(
 ) -> tuple[TokenStore, bool]:
     """The split's store and whether it came from the cache (False: it was tokenized now)."""
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: packing needs one between documents")
+        raise BadInput(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: packing needs one between documents")
     # A streamed split has no datasets fingerprint: it is known by its name alone.
     raw_key = raw._fingerprint if isinstance(raw, Dataset) else cache_key(origin, split, "streamed")
     key = cache_key(_VERSION, raw_key, tokenizer_fingerprint(tokenizer), adds_bos(tokenizer))
@@ -71,7 +72,7 @@ def _tokenize(
 def _encode_batch(batch: dict, tokenizer, bos: Optional[int], eos: int, dtype: np.dtype, where: str) -> dict:
     for title, url, text in zip(batch["short_book_title"], batch["url"], batch["text"]):
         if not text or text.isspace():
-            raise ValueError(f"{where}: document {title!r} ({url}) has no text")
+            raise BadInput(f"{where}: document {title!r} ({url}) has no text")
     # The backend directly: no offsets computed and no max-length warnings for whole books.
     encodings = tokenizer.backend_tokenizer.encode_batch_fast(batch["text"], add_special_tokens=False)
     prefix = [] if bos is None else [bos]

@@ -28,6 +28,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Make every file under `folder`, and the folder entries naming them, survive a crash: on
+    one node, whichever process wrote them (the page cache is the node's)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for path in [p for p in folder.rglob("*") if p.is_dir()] + [folder]:
+        fsync_dir(path)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """`path` holds `text` or what it held before, whatever happens meanwhile."""
     tmp = path.with_name(path.name + ".tmp")

@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.store import TokenStore
+from conf.errors import BadInput
 
 IGNORE_INDEX = -100
 
@@ -21,9 +22,9 @@ class PackedDataset(Dataset):
 
     def __init__(self, store: TokenStore, seq_len: int, mask_doc_boundaries: bool = False):
         if seq_len <= 0:
-            raise ValueError(f"data.seq_len={seq_len}: it must be a positive number of tokens")
+            raise BadInput(f"data.seq_len={seq_len}: it must be a positive number of tokens")
         if seq_len > store.num_tokens:
-            raise ValueError(f"data.seq_len={seq_len} is longer than the whole of {store.origin} "
+            raise BadInput(f"data.seq_len={seq_len} is longer than the whole of {store.origin} "
                              f"({store.num_tokens} tokens)")
         self.store = store
         self.seq_len = seq_len

@@ -22,6 +22,7 @@ from data.cache import cache_key
 from data.packing import PackedDataset
 from data.passkey import QUESTION, TASK, draw_key, key_line
 from data.tokenizer import adds_bos
+from conf.errors import BadInput
 
 
 class PasskeyMix(Dataset):
@@ -36,7 +37,7 @@ class PasskeyMix(Dataset):
         probe = self._pieces("99999")
         self.shortest = sum(map(len, probe)) + 1  # with the EOS after the answer
         if self.shortest > self.seq_len:
-            raise ValueError(f"data.passkey_fraction={fraction} needs data.seq_len >= {self.shortest} (a retrieval "
+            raise BadInput(f"data.passkey_fraction={fraction} needs data.seq_len >= {self.shortest} (a retrieval "
                              f"sequence without haystack), not {self.seq_len}")
 
     def _pieces(self, key: str) -> tuple[list[int], list[int], list[int], list[int]]:

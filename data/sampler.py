@@ -3,6 +3,7 @@ from typing import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
+from conf.errors import BadInput
 
 
 class ResumableDistributedSampler(Sampler[int]):
@@ -29,12 +30,12 @@ class ResumableDistributedSampler(Sampler[int]):
 
     def __init__(self, num_blocks: int, global_batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} of world_size={world_size}: need 0 <= rank < world_size")
+            raise BadInput(f"rank={rank} of world_size={world_size}: need 0 <= rank < world_size")
         if global_batch_size < 1 or global_batch_size % world_size:
-            raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
+            raise BadInput(f"global_batch_size={global_batch_size} must be a positive multiple of "
                              f"world_size={world_size}")
         if global_batch_size > num_blocks:
-            raise ValueError(f"global_batch_size={global_batch_size} is more than the {num_blocks} training blocks: "
+            raise BadInput(f"global_batch_size={global_batch_size} is more than the {num_blocks} training blocks: "
                              f"lower it or data.seq_len, or add data")
         self.num_blocks = num_blocks
         self.global_batch_size = global_batch_size
@@ -62,7 +63,7 @@ class ResumableDistributedSampler(Sampler[int]):
         """Records that `steps` optimizer steps, i.e. global batches, have been consumed."""
         position = self.position + steps * self.global_batch_size
         if position > self.epoch_end:
-            raise ValueError(f"advance({steps}) goes past the end of epoch {self.epoch} "
+            raise BadInput(f"advance({steps}) goes past the end of epoch {self.epoch} "
                              f"({self.epoch_end} samples, {self.position} consumed)")
         self._set(self.epoch, position)
 
@@ -71,12 +72,12 @@ class ResumableDistributedSampler(Sampler[int]):
 
     def load_state_dict(self, state: dict) -> None:
         if (state["seed"], state["num_blocks"]) != (self.seed, self.num_blocks):
-            raise ValueError(f"sampler state is for {state['num_blocks']} blocks with seed {state['seed']}, this run "
+            raise BadInput(f"sampler state is for {state['num_blocks']} blocks with seed {state['seed']}, this run "
                              f"has {self.num_blocks} with seed {self.seed}: the data, seq_len or seed changed since "
                              f"the checkpoint")
         position = state["position"]
         if not 0 <= position <= self.num_blocks:
-            raise ValueError(f"sampler position {position} is outside an epoch of {self.num_blocks} blocks")
+            raise BadInput(f"sampler position {position} is outside an epoch of {self.num_blocks} blocks")
         self._set(state["epoch"], position)
 
     def _set(self, epoch: int, position: int) -> None:

@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from conf.errors import BadInput
 
 
 _FORMAT = 1
@@ -43,7 +44,7 @@ class TokenStore:
                     meta["content"])
         size = (folder / "tokens.bin").stat().st_size
         if meta["format"] != _FORMAT or size != store.num_tokens * store.dtype.itemsize:
-            raise ValueError(f"token cache {folder} does not match its meta.json: delete the folder to rebuild it")
+            raise BadInput(f"token cache {folder} does not match its meta.json: delete the folder to rebuild it")
         return store
 
     # Opened lazily and dropped when pickled, so that DataLoader workers map the file

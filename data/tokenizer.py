@@ -8,6 +8,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from data.cache import cache_key, cache_root
 from data.errors import first_line
 from data.sample_tokenizer import sample_tokenizer_dir
+from conf.errors import BadInput
 
 SAMPLE = "sample"
 
@@ -22,23 +23,23 @@ def load_tokenizer(
     """
     name = name_or_path or model_name_or_path
     if name is None:
-        raise ValueError("model.tokenizer and model.name_or_path are both null: set model.tokenizer "
+        raise BadInput("model.tokenizer and model.name_or_path are both null: set model.tokenizer "
                          "to a tokenizer folder, a hub name or 'sample'")
     if name == SAMPLE:
         source = str(sample_tokenizer_dir(cache_root(cache_dir)))
     elif Path(name).expanduser().exists():
         source = str(Path(name).expanduser())
     elif looks_like_path(name):
-        raise FileNotFoundError(f"tokenizer folder {name!r} does not exist (model.tokenizer, relative to "
+        raise BadInput(f"tokenizer folder {name!r} does not exist (model.tokenizer, relative to "
                                 f"{os.getcwd()})")
     else:
         source = name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"cannot load a tokenizer from {name!r}: {first_line(error)}") from error
+        raise BadInput(f"cannot load a tokenizer from {name!r}: {first_line(error)}") from error
     if not tokenizer.is_fast:
-        raise ValueError(f"tokenizer {name!r} is not backed by the `tokenizers` library; the pipeline needs a "
+        raise BadInput(f"tokenizer {name!r} is not backed by the `tokenizers` library; the pipeline needs a "
                          f"fast tokenizer")
     return tokenizer
 
@@ -46,7 +47,7 @@ def load_tokenizer(
 def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> None:
     """Fails when some token id would index past the model's embedding table."""
     if len(tokenizer) > vocab_size:
-        raise ValueError(
+        raise BadInput(
             f"tokenizer {tokenizer.name_or_path!r} has {len(tokenizer)} tokens but the model's vocab_size is "
             f"{vocab_size}: ids >= {vocab_size} have no embedding (use the model's own tokenizer)"
         )

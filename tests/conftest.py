@@ -126,7 +126,7 @@ def train_here(tmp_path_factory, process_group):
     """`train_here(*overrides)`: what `python -m train.finetune overrides` does after Hydra's
     command line, in this process: the real composition, validation, DeepSpeed engine (a one-rank
     gloo group, made once and reused) and checkpoints, without a new process's ~8 s of start-up.
-    Returns run()'s status; bad input raises (ValueError, FileNotFoundError) instead of exiting 2.
+    Returns run()'s status; bad input raises BadInput instead of exiting 2.
     Caches go to a folder of the session; W&B is off unless the overrides say otherwise."""
     import torch
 

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from tests.runs import REPO, finetune
 from tests.test_config import compose_config
-from train.cli import EXIT_BAD_INPUT
+from conf.errors import EXIT_BAD_INPUT
 
 # A command as `python -m` runs it, reporting its exit status and whether torch was imported.
 _RUN_COMMAND = """

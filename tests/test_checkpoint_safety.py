@@ -9,24 +9,17 @@ from pathlib import Path
 import pytest
 
 from tests.runs import QUICK, REPO, finetune, losses
-from train.cli import EXIT_BAD_INPUT
+from conf.errors import EXIT_BAD_INPUT
 from train.trainer.checkpoint.manifest import damage
 
 # Saves at steps 4 and 8, both kept.
 ARGS = [*QUICK, "logger.mode=disabled"]
 
 
-@pytest.fixture(scope="module")
-def pristine(train_here, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pristine") / "run"
-    assert train_here(f"run_dir={run_dir}", *ARGS) == 0
-    return run_dir
-
-
 @pytest.fixture
-def saved(pristine, tmp_path):
+def saved(shared_run, tmp_path):
     """A copy of a finished run (checkpoints at steps 4 and 8) for one test to harm."""
-    return Path(shutil.copytree(pristine, tmp_path / "run", symlinks=True))
+    return Path(shutil.copytree(shared_run(*ARGS), tmp_path / "run", symlinks=True))
 
 
 def _ckpt(run_dir, step):
@@ -121,17 +114,3 @@ def test_kill_9_at_random_moments_never_leaves_a_checkpoint_that_fails(env, tmp_
     code, out = finetune(args, env, REPO)
     assert code == 0, out
     assert sorted(losses(run_dir))[-1] == 12
-
-
-@pytest.mark.long
-def test_a_data_build_longer_than_the_collective_timeout_does_not_time_out(env, tmp_path):
-    """Two ranks; rank 0 tokenizes a fresh cache for longer than the collectives' 3-second
-    timeout while rank 1 waits: the wait must not be one of those collectives."""
-    # About 2.4M words: ~10 s to build on a 2-core Sapphire Rapids VM, 0.8 s for a tenth of it.
-    slow_build = ["data.sample.num_books=200", "data.sample.words_per_book=12000", f"data.cache_dir={tmp_path / 'cache'}"]
-    args = [f"run_dir={tmp_path / 'run'}", *ARGS, *slow_build, "trainer.max_steps=2", "trainer.collective_timeout_min=0.05"]
-    code, out = finetune(args, env, REPO, nproc=2)
-    assert code == 0, out
-    assert "waiting for the first rank of this node to tokenize and pack the data" in out
-    waited = float(re.search(r"the data was ready after ([\d.]+) s of waiting", out)[1])
-    assert waited > 0.05 * 60, f"the build took {waited} s, too quick to show anything"

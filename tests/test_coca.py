@@ -23,7 +23,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from tests.kernels import flex_defect
 from tests.runs import REPO
 from train.coca import CocaAttention, convert_to_coca
-from train.diagnose import explain_non_finite
+from train.diagnose import NonFinite, explain_non_finite
 from train.model import load_pretrained
 
 ROPE = {
@@ -379,7 +379,7 @@ def test_a_kernel_that_returns_non_finite_values_is_named():
 
 
 def test_a_run_that_meets_a_broken_kernel_says_so_instead_of_diverging(train_here, tmp_path):
-    with pytest.raises(ValueError, match=r"^step 1: non-finite loss, caused by attention layer 0 \(slack\): the "
+    with pytest.raises(NonFinite, match=r"^step 1: non-finite loss, caused by attention layer 0 \(slack\): the "
                                          r"attention kernel \(nan_kernel\) returned non-finite values"):
         train_here(f"run_dir={tmp_path}", "model.attn_implementation=nan_kernel", "trainer.max_steps=4")
     assert not list((tmp_path / "checkpoints").glob("step-*"))

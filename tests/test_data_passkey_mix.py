@@ -7,7 +7,7 @@ from conf.data_schema import DataConfig, SampleCorpusConfig
 from data import build_datasets
 from data.passkey import is_evaluation_key, key_line
 from tests.runs import QUICK, losses
-from train.cli import EXIT_PREEMPTED
+from conf.errors import EXIT_PREEMPTED
 from train.evaluation.passkey import make_prompts
 
 SMALL = SampleCorpusConfig()  # 12 books: about 500 blocks of 256 tokens

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conf.errors import BadInput
 from conf.data_schema import DataConfig, SampleCorpusConfig
 from data.pipeline import build_splits
 from data.store import TokenStore
@@ -131,12 +132,12 @@ def test_prepare_cli_on_the_sample(tmp_path):
 
 
 def test_missing_or_unset_tokenizers_fail_in_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"tokenizer folder '\./no/such/tokenizer' does not exist"):
+    with pytest.raises(BadInput, match=r"tokenizer folder '\./no/such/tokenizer' does not exist"):
         load_tokenizer("./no/such/tokenizer")
     with pytest.raises(ValueError, match="model.tokenizer and model.name_or_path are both null"):
         load_tokenizer(None, None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="cannot load a tokenizer from") as error:
+    with pytest.raises(BadInput, match="cannot load a tokenizer from") as error:
         load_tokenizer(str(tmp_path / "empty"))
     assert "\n" not in str(error.value)
 

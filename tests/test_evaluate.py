@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
+from conf.errors import BadInput
 from conf.data_schema import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
@@ -249,13 +250,13 @@ def test_export_evaluates_like_its_checkpoint_and_rope_scaling_applies(trained, 
 # --- bad input -------------------------------------------------------------------------------
 
 def test_bad_paths_and_values_are_named(trained, exported, tmp_path):
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(BadInput, match="is not a folder"):
         resolve(str(tmp_path / "missing"))
     half = tmp_path / "half" / "checkpoints" / STEP
     half.mkdir(parents=True)
     (half / "config.json").write_text("{}")  # a save killed before trainer_state.json
     for path in (tmp_path, half.parent.parent, half):
-        with pytest.raises(FileNotFoundError, match="is not a checkpoint"):
+        with pytest.raises(BadInput, match="is not a checkpoint"):
             resolve(str(path))
     with pytest.raises(ValueError, match=r"eval.lengths has 100: .* multiple of eval.stride=64"):
         validate(eval_config(trained, "eval.lengths=[64,100]", "eval.stride=64"))
@@ -289,7 +290,7 @@ def test_bad_input_on_the_command_line_is_one_line_and_status_2(trained, env):
     code, out = launch("train.evaluate", [f"checkpoint={trained}", "eval.lengths=[64,100]", "eval.stride=64"], env)
     assert code == 2, out
     assert "Traceback" not in out
-    assert out.strip().splitlines()[-1].endswith("ValueError: eval.lengths has 100: every length must be a positive "
+    assert out.strip().splitlines()[-1].endswith("bad input: eval.lengths has 100: every length must be a positive "
                                                  "multiple of eval.stride=64, so that each document's windows end "
                                                  "at its end")
 

@@ -12,6 +12,7 @@ from transformers import LlamaForCausalLM
 from transformers.dynamic_module_utils import get_imports
 
 import conf.schema
+from conf.errors import BadInput
 from train import coca
 from tests.kernels import flex_defect
 from tests.runs import REPO, launch
@@ -172,7 +173,7 @@ def test_project_loaders_refuse_missing_or_edited_code_and_warn_of_another_versi
     for copy in (missing, edited, other):
         shutil.copytree(folder, copy)
     (missing / "modeling_coca_llama.py").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks its custom code file modeling_coca_llama.py: export"):
+    with pytest.raises(BadInput, match=r"lacks its custom code file modeling_coca_llama.py: export"):
         load_pretrained(missing)
     with (edited / "coca.py").open("a") as f:
         f.write("# changed\n")
@@ -247,5 +248,5 @@ def test_bad_repo_id_on_the_command_line_is_one_line_and_status_2(env, tmp_path)
     code, log = launch("train.export", [f"checkpoint={tmp_path}", f"output={tmp_path / 'out'}",
                                         "push_to_hub=a/b/c"], env)
     assert code == 2 and "Traceback" not in log, log
-    assert "ValueError: push_to_hub='a/b/c' is not a Hub repo id" in log.strip().splitlines()[-1]
+    assert "bad input: push_to_hub='a/b/c' is not a Hub repo id" in log.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.runs import QUICK, REPO, checkpoint_dir, finetune, losses, weights
-from train.cli import EXIT_PREEMPTED
+from conf.errors import EXIT_PREEMPTED
 
 COMMON = [*QUICK, "logger.mode=disabled", "trainer.save_every=100"]
 FROZEN = ["optim.lr=0.0", "trainer.max_steps=1"]  # a step that changes nothing: the starting weights

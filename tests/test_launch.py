@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.runs import REPO, losses
-from train.cli import EXIT_PREEMPTED
+from conf.errors import EXIT_PREEMPTED
 
 LAUNCH = REPO / "launch"
 SCRIPTS = [LAUNCH / "torchrun.sh", LAUNCH / "multinode.sh", LAUNCH / "slurm.sbatch", LAUNCH / "common.sh",

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.runs import QUICK, finetune, losses
-from train.cli import EXIT_BAD_INPUT
+from conf.errors import EXIT_BAD_INPUT
 
 
 @pytest.mark.long

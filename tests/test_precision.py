@@ -10,7 +10,7 @@ from conf.schema import validate
 from tests.runs import QUICK, REPO, finetune, losses
 from tests.test_coca import tiny_config, tiny_model, token_batch
 from tests.test_config import compose_config
-from train.cli import EXIT_BAD_INPUT
+from conf.errors import EXIT_BAD_INPUT
 from train.coca import convert_to_coca
 from train.diagnose import explain_non_finite
 

@@ -12,17 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.runs import QUICK, REPO, checkpoint_dir, finetune, losses
-from train.cli import EXIT_NO_SPACE, StopRun
+from conf.errors import EXIT_NO_SPACE, StopRun
 
 ARGS = [*QUICK, "logger.mode=disabled"]  # saves at steps 4 and 8
 
 
-@pytest.fixture(scope="module")
-def finished(train_here, tmp_path_factory):
+@pytest.fixture
+def finished(shared_run):
     """A slack run to step 8, with checkpoints at steps 4 and 8 (read only: tests copy it)."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert train_here(f"run_dir={run_dir}", *ARGS) == 0
-    return run_dir
+    return shared_run(*ARGS)
 
 
 @pytest.fixture

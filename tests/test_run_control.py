@@ -8,7 +8,9 @@ from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
 
 from data import files
 from tests.test_config import compose_config
-from train.cli import EXIT_BAD_INPUT, EXIT_NO_SPACE, StopRun, exit_status, run_job
+from conf.errors import EXIT_BAD_INPUT, EXIT_NO_SPACE, BadInput, StopRun
+from train import cli
+from train.cli import exit_status, run_job
 from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
 from train.trainer.engine import deepspeed_config
 from train.trainer.stop import StopRequest
@@ -95,15 +97,26 @@ def test_under_torchrun_every_ctrl_c_only_asks_for_the_stop(monkeypatch):
         stop.restore()
 
 
-def test_a_known_early_end_gets_its_own_status_and_ends_a_sweep(caplog):
+def test_bad_input_and_known_early_ends_get_their_status_and_other_errors_propagate(caplog, monkeypatch):
+    """Only BadInput is one line and status 2; a ValueError from anywhere else is a failure whose
+    traceback the user must see (Hydra's entry point then exits 1)."""
+    monkeypatch.setattr(cli, "_statuses", [])
+    monkeypatch.setattr(cli, "_jobs_started", [])
+
     def bad(_):
-        raise ValueError("x=1 is not allowed")
+        raise BadInput("x=1 is not allowed")
+
+    def broken(_):
+        raise ValueError("a library's own complaint at step 5,000")
 
     def full(_):
         raise StopRun(EXIT_NO_SPACE, "no space to save checkpoint /c/step-00000004: ...")
 
     run_job("test", bad, None)
     assert exit_status() == EXIT_BAD_INPUT
+    assert "bad input: x=1 is not allowed" in caplog.text
+    with pytest.raises(ValueError, match="a library's own complaint"):
+        run_job("test", broken, None)
     with pytest.raises(SystemExit) as ended:
         run_job("test", full, None)
     assert ended.value.code == EXIT_NO_SPACE
@@ -124,14 +137,3 @@ def test_an_atomic_write_reaches_the_disk_before_it_replaces_the_old_file(tmp_pa
     files.write_atomically(path, "new")
     assert path.read_text() == "new" and not list(tmp_path.glob("*.tmp"))
     assert synced == [str(path) + ".tmp", str(tmp_path)]  # the data, then the rename in its folder
-
-
-def test_checkpoint_state_and_latest_go_through_the_atomic_write():
-    """trainer_state.json (the completion mark) and `latest` are the two files resume trusts."""
-    import inspect
-
-    from train.trainer.checkpoint import save
-    from train.trainer import state
-
-    assert state.write_atomically is files.write_atomically
-    assert "write_atomically(root / LATEST_FILE" in inspect.getsource(save)

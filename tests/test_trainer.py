@@ -7,8 +7,9 @@ import time
 import pytest
 import torch
 
+from conf.errors import BadInput
 from tests.runs import LONG, QUICK, REPO, finetune, losses, records, weights
-from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
+from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_bad_model_input_is_refused_before_weights_load(sample_tokenizer, overri
     from train.trainer.build import model_config
 
     config = compose_config(override)
-    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+    with pytest.raises(BadInput, match=re.escape(message)):
         model_config(config.model, sample_tokenizer)
 
 

@@ -12,26 +12,10 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-# Exit statuses of every command (the README's "Running on a cluster" lists them).
-EXIT_BAD_INPUT = 2
-# max_bad_steps non-finite steps in a row stopped the run.
-EXIT_DIVERGED = 3
-# The disk filled up while saving a checkpoint; the partial one is removed. Not requeued: the
-# same run would fail the same way until someone frees space.
-EXIT_NO_SPACE = 4
-# Stopped by a preemption signal or the wall-time budget, after saving: EX_TEMPFAIL, "try
-# again". Launchers requeue on it (launch/slurm.sbatch).
-EXIT_PREEMPTED = 75
+from conf.errors import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_PREEMPTED, BadInput, StopRun
+
 # Statuses after which the rest of a sweep is not started: the same command, run again, resumes.
 _ENDS_SWEEP = (EXIT_NO_SPACE, EXIT_PREEMPTED)
-
-
-class StopRun(Exception):
-    """A run that ends early in a known way: its exit status and a one-line message saying why."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 _statuses: list[int] = []
 _jobs_started: list[str] = []
@@ -40,9 +24,10 @@ _jobs_started: list[str] = []
 def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
     """Runs `function(config)` as one job and records its status: the int it returns, else 0.
 
-    Bad input (ValueError, FileNotFoundError) is one logged line and status 2
-    (HYDRA_FULL_ERROR=1 shows the traceback instead); the next job of a sweep still runs. So is
-    a StopRun, with its own status. A stop request or a full disk ends the whole sweep at once:
+    Bad input (conf.errors.BadInput) is one logged line and status 2 (HYDRA_FULL_ERROR=1 shows
+    the traceback instead); the next job of a sweep still runs. So is a StopRun, with its own
+    status. Any other exception is a failure: it propagates with its traceback, and Hydra's
+    entry point ends the process with status 1. A stop request or a full disk ends the whole sweep at once:
     the jobs after it have not started, and the same command run again resumes every job from
     its own run_dir.
     """
@@ -50,10 +35,10 @@ def run_job(command: str, function: Callable[[Any], Any], config: Any) -> None:
     try:
         result = function(config)
         status = result if isinstance(result, int) else 0
-    except (ValueError, FileNotFoundError, StopRun) as error:
+    except (BadInput, StopRun) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        kind = "error" if isinstance(error, StopRun) else type(error).__name__
+        kind = "error" if isinstance(error, StopRun) else "bad input"
         logging.getLogger(command).error("%s: %s", kind, error)
         status = error.status if isinstance(error, StopRun) else EXIT_BAD_INPUT
     _statuses.append(status)
@@ -75,7 +60,7 @@ def checked_then(check: Callable[[Any], None], target: str) -> Callable[[DictCon
         try:
             config = OmegaConf.to_object(cfg)
         except MissingMandatoryValue as error:
-            raise ValueError(f"{error.full_key} is required: give {error.full_key}=... on the command line") from None
+            raise BadInput(f"{error.full_key} is required: give {error.full_key}=... on the command line") from None
         check(config)
         return getattr(importlib.import_module(module), name)(config)
 

@@ -22,6 +22,7 @@ from typing import Any
 from transformers.utils import cached_file
 
 from train.coca import CONFIG_KEY
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ def check_shipped_code(name_or_path: str | Path, config_dict: dict[str, Any]) ->
     for name in SHIPPED_FILES:
         path = cached_file(str(name_or_path), name, _raise_exceptions_for_missing_entries=False)
         if path is None:
-            raise FileNotFoundError(f"{name_or_path} is a CoCA export ({MODEL_TYPE}) but lacks its custom code "
+            raise BadInput(f"{name_or_path} is a CoCA export ({MODEL_TYPE}) but lacks its custom code "
                                     f"file {name}: {fix}")
         found = sha256(Path(path))
         if found != recorded.get(name):
-            raise ValueError(f"{name_or_path}/{name} was edited: its sha256 {found[:12]}... is not the "
+            raise BadInput(f"{name_or_path}/{name} was edited: its sha256 {found[:12]}... is not the "
                              f"{str(recorded.get(name))[:12]}... that config.json's {CODE_KEY} records; {fix}")
         if found != sha256(project_file(name)):
             log.warning("%s/%s comes from another version of this project than %s: this project's loaders "

@@ -19,6 +19,12 @@ from torch import nn
 from train.coca import FP16_KEY_SHIFT, CocaAttention, coca_query_key
 
 log = logging.getLogger(__name__)
+
+
+class NonFinite(RuntimeError):
+    """Training, evaluation or generation met non-finite values: a failure (traceback, status 1),
+    not bad input, since no setting the user chose explains it; the message says what caused it
+    when attention did."""
 _FP16_MAX = 65504.0
 
 
@@ -92,11 +98,11 @@ def explain_non_finite(model: nn.Module, inputs: dict[str, torch.Tensor]) -> str
 
 
 def require_finite(values: torch.Tensor, model: nn.Module, inputs: dict[str, torch.Tensor], what: str) -> None:
-    """Raise one line (ValueError) if `values`, computed by `model` from `inputs`, are not all
-    finite: evaluation and generation stop rather than report NaN or decode from it."""
+    """Raise NonFinite if `values`, computed by `model` from `inputs`, are not all finite:
+    evaluation and generation stop rather than report NaN or decode from it."""
     if _finite(values):
         return
     cause = explain_non_finite(model, inputs)
-    raise ValueError(f"{what}: non-finite values, caused by {cause}" if cause else
+    raise NonFinite(f"{what}: non-finite values, caused by {cause}" if cause else
                      f"{what}: non-finite values, not from attention (the weights or inputs are not finite, or "
                      f"another layer overflows {values.dtype})")

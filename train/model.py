@@ -19,6 +19,7 @@ from conf.checks import check_choice
 from conf.schema import DTYPE_NAMES
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.coca_folder import is_coca_export, llama_config_dict
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def apply_rope_scaling(config: PretrainedConfig, rope_scaling: Any, key: str) ->
     if rope_scaling is None:
         return config
     if not isinstance(rope_scaling, Mapping):
-        raise ValueError(f"{key}={rope_scaling!r} must be a mapping such as {{rope_type: dynamic, factor: 4.0}}")
+        raise BadInput(f"{key}={rope_scaling!r} must be a mapping such as {{rope_type: dynamic, factor: 4.0}}")
     if not rope_scaling:
         return config
     merged = {**config.rope_parameters, **rope_scaling}
@@ -80,5 +81,5 @@ def apply_rope_scaling(config: PretrainedConfig, rope_scaling: Any, key: str) ->
     try:
         config.validate_rope()
     except KeyError as error:  # transformers names missing keys with a KeyError
-        raise ValueError(f"{key}={dict(rope_scaling)}: {error.args[0]}") from None
+        raise BadInput(f"{key}={dict(rope_scaling)}: {error.args[0]}") from None
     return config

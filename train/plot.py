@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from train.evaluation.plot import plot_runs
+from conf.errors import BadInput
 from train.evaluation.report import read_results
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs = [read_results(path) for path in args.results]
         print(plot_runs(runs, args.out, args.labels, args.title))
-    except (FileNotFoundError, ValueError) as error:
+    except BadInput as error:
         parser.error(str(error))
 
 

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from conf.errors import BadInput
 from train.evaluation.report import read_results
 from train.evaluation.tables import report
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         text = report([read_results(path) for path in args.results], args.against)
-    except (FileNotFoundError, ValueError) as error:
+    except BadInput as error:
         parser.error(str(error))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from conf.data_schema import DataConfig
 from data.sample_corpus import generate_books
 from data.sources import load_raw_splits
 from data.tokenizer import adds_bos
+from conf.errors import BadInput
 
 # How many books the `sample` source's test split has: the series' next ones after the training books.
 SAMPLE_TEST_BOOKS = 4
@@ -59,10 +60,10 @@ def documents(cfg: DataConfig, split: str, tokenizer: PreTrainedTokenizerBase, l
                          for start in range(0, len(ids) - length + 1, length)])
     ordered = [doc for round_ in zip_longest(*per_book) for doc in round_ if doc is not None]
     if not ordered:
-        raise ValueError(f"{origin} holds no document of {length} tokens (max of eval.lengths): its longest book is "
+        raise BadInput(f"{origin} holds no document of {length} tokens (max of eval.lengths): its longest book is "
                          f"shorter; lower the lengths")
     if cap is not None and cap > len(ordered):
-        raise ValueError(f"eval.num_docs={cap}, but {origin} has only {len(ordered)} documents of {length} tokens "
+        raise BadInput(f"eval.num_docs={cap}, but {origin} has only {len(ordered)} documents of {length} tokens "
                          "(max of eval.lengths): lower eval.num_docs (or leave it null: every document)")
     return Documents(ordered[:cap], origin, len(per_book), len(ordered))
 
@@ -81,7 +82,7 @@ def _books(cfg: DataConfig, split: str) -> tuple[Iterable[tuple[str, str]], str]
         return [(book["short_book_title"], book["text"]) for book in books], origin
     splits, origin = load_raw_splits(cfg)
     if split not in splits:
-        raise ValueError(f"eval.split={split!r}: {origin} has splits {', '.join(splits)}")
+        raise BadInput(f"eval.split={split!r}: {origin} has splits {', '.join(splits)}")
     return _rows(splits[split].select_columns(["short_book_title", "text"])), f"{origin} split {split!r}"
 
 

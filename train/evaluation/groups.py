@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from train.evaluation.stats import paired_change, perplexity_interval, spread, wilson
+from conf.errors import BadInput
 
 
 def _exp(x: float) -> float:
@@ -111,7 +112,7 @@ def change(group: Group, baseline: Group, length: int, baseline_length: int | No
     length by default; a group against itself at another length gives its extrapolation ratio - 1)."""
     baseline_length = baseline_length or length
     if group.perplexity["documents"] != baseline.perplexity["documents"]:
-        raise ValueError(f"{group.label!r} and {baseline.label!r} were evaluated on other documents: a paired "
+        raise BadInput(f"{group.label!r} and {baseline.label!r} were evaluated on other documents: a paired "
                          "comparison needs the same ones")
     value, low, high = paired_change(group.doc_nll(length), baseline.doc_nll(baseline_length))
     ours = dict(zip(group.seeds, group.seed_nll(length)))
@@ -136,11 +137,11 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Group]:
         group = groups.setdefault(label, Group(label, _rope(run), []))
         seed = (run.get("run") or {}).get("seed")
         if seed is not None and seed in group.seeds:
-            raise ValueError(f"{label!r} has two evaluations of seed {seed}: give each eval.json once")
+            raise BadInput(f"{label!r} has two evaluations of seed {seed}: give each eval.json once")
         group.runs.append(run)
     for group in groups.values():
         lengths = [run["perplexity"] and [row["length"] for row in run["perplexity"]["by_length"]]
                    for run in group.runs]
         if any(other != lengths[0] for other in lengths):
-            raise ValueError(f"the seeds of {group.label!r} were evaluated at other lengths: they cannot be pooled")
+            raise BadInput(f"the seeds of {group.label!r} were evaluated at other lengths: they cannot be pooled")
     return list(groups.values())

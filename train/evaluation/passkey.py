@@ -20,6 +20,7 @@ from data.passkey import FILLER, QUESTION, TASK, draw_key, key_line
 from train.diagnose import require_finite
 from train.evaluation.rope_state import forget_longer_sequences
 from train.evaluation.stats import wilson
+from conf.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, key: str, length: int, dept
 
     bare = len(encode(0))
     if bare > length:
-        raise ValueError(f"eval.passkey.lengths has {length}: a passkey prompt needs at least {bare} tokens")
+        raise BadInput(f"eval.passkey.lengths has {length}: a passkey prompt needs at least {bare} tokens")
     cycle = len(encode(len(FILLER))) - bare
     # An estimate from the cost of one cycle of sentences, then corrected one sentence at a time.
     sentences = max(0, (length - bare) * len(FILLER) // cycle)

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from train.diagnose import require_finite
 from train.evaluation.rope_state import forget_longer_sequences
+from conf.errors import BadInput
 
 # Positions per output-projection call: the logits of a 32K window (32K x 32K vocab in fp32,
 # 4 GiB) are never held at once.
@@ -51,7 +52,7 @@ def plan_windows(doc_len: int, length: int, stride: int) -> list[tuple[int, int]
     """(start, scored) of each window: the window is [start, start + length), its last
     `scored` tokens are scored. Needs doc_len - length to be a multiple of stride."""
     if length > doc_len or (doc_len - length) % stride:
-        raise ValueError(f"a {length}-token window moved by {stride} does not end at the document's end "
+        raise BadInput(f"a {length}-token window moved by {stride} does not end at the document's end "
                          f"({doc_len} tokens): the lengths must be multiples of eval.stride")
     return [(start, length - 1 if start == 0 else min(stride, length - 1))
             for start in range(0, doc_len - length + 1, stride)]

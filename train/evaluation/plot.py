@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from train.evaluation.groups import group_runs  # noqa: E402
 from train.evaluation.report import length_name  # noqa: E402
+from conf.errors import BadInput
 
 
 def _finite(value: float) -> float:
@@ -27,7 +28,7 @@ def plot_runs(runs: list[dict[str, Any]], out: Path, labels: list[str] | None = 
     """
     groups = group_runs(runs)
     if labels is not None and len(labels) != len(groups):
-        raise ValueError(f"--labels has {len(labels)} names for {len(groups)} models (the seeds of one are pooled)")
+        raise BadInput(f"--labels has {len(labels)} names for {len(groups)} models (the seeds of one are pooled)")
     labels = labels or [group.label for group in groups]
     panels = [name for name in ("perplexity", "passkey") if any(run[name] is not None for run in runs)]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)

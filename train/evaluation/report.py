@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from data.files import write_atomically
+from conf.errors import BadInput
 
 RESULTS_FILE, TABLE_FILE = "eval.json", "eval.md"
 
@@ -26,14 +27,14 @@ def write_results(results: dict[str, Any], folder: Path) -> Path:
 
 def read_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected an {RESULTS_FILE} written by train.evaluate)")
+        raise BadInput(f"{path} does not exist (expected an {RESULTS_FILE} written by train.evaluate)")
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not JSON ({error.msg}): expected an {RESULTS_FILE} written by "
+        raise BadInput(f"{path} is not JSON ({error.msg}): expected an {RESULTS_FILE} written by "
                          "train.evaluate") from None
     if not isinstance(results, dict) or not {"label", "perplexity", "passkey"} <= results.keys():
-        raise ValueError(f"{path} lacks label/perplexity/passkey: expected an {RESULTS_FILE} written by "
+        raise BadInput(f"{path} lacks label/perplexity/passkey: expected an {RESULTS_FILE} written by "
                          "train.evaluate")
     return results
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from conf.errors import BadInput
 
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 4000
@@ -23,7 +24,7 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0, samples: int = BOOTST
     """95% percentile-bootstrap interval of the mean of `values` (resampled with replacement)."""
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
-        raise ValueError("bootstrap_mean needs at least one value")
+        raise BadInput("bootstrap_mean needs at least one value")
     rng = np.random.default_rng(seed)
     means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100
@@ -45,7 +46,7 @@ def paired_change(nll: Sequence[float], baseline_nll: Sequence[float]) -> tuple[
     """(change, low, high): the relative change in perplexity against the baseline on the same
     documents, exp(mean(nll - baseline_nll)) - 1, with its 95% interval."""
     if len(nll) != len(baseline_nll):
-        raise ValueError(f"a paired comparison needs the same documents: {len(nll)} against {len(baseline_nll)}")
+        raise BadInput(f"a paired comparison needs the same documents: {len(nll)} against {len(baseline_nll)}")
     differences = np.asarray(nll, dtype=np.float64) - np.asarray(baseline_nll, dtype=np.float64)
     low, high = bootstrap_mean(differences)
     return _exp(float(differences.mean())) - 1, _exp(low) - 1, _exp(high) - 1
@@ -54,7 +55,7 @@ def paired_change(nll: Sequence[float], baseline_nll: Sequence[float]) -> tuple[
 def wilson(correct: int, cases: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion correct / cases."""
     if cases <= 0:
-        raise ValueError(f"a proportion needs cases > 0, got {cases}")
+        raise BadInput(f"a proportion needs cases > 0, got {cases}")
     p = correct / cases
     denominator = 1 + _Z**2 / cases
     centre = (p + _Z**2 / (2 * cases)) / denominator

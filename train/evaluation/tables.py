@@ -15,6 +15,7 @@ from typing import Any
 
 from train.evaluation.groups import Change, Group, change, group_runs
 from train.evaluation.report import documents_read, length_name, markdown_table, number
+from conf.errors import BadInput
 
 FINDING = "✓"
 
@@ -47,7 +48,7 @@ def perplexity_table(groups: list[Group]) -> str:
     lengths = groups[0].lengths
     for group in groups:
         if group.lengths != lengths:
-            raise ValueError(f"{group.label!r} was evaluated at other lengths than {groups[0].label!r}: "
+            raise BadInput(f"{group.label!r} was evaluated at other lengths than {groups[0].label!r}: "
                              "tables compare runs at the same lengths")
     header = ["run", "RoPE at eval", "seeds", *map(length_name, lengths)]
     body = [[g.label, g.rope, _seeds(g), *(_ppl_cell(g, n) for n in lengths)] for g in groups]
@@ -104,7 +105,7 @@ def report(runs: list[dict[str, Any]], against: list[str]) -> str:
     by_label = {g.label: g for g in with_ppl}
     for label in against:
         if label not in by_label:
-            raise ValueError(f"--against {label!r} is none of the runs: {', '.join(map(repr, by_label))}")
+            raise BadInput(f"--against {label!r} is none of the runs: {', '.join(map(repr, by_label))}")
     parts = []
     if with_ppl:
         ppl = with_ppl[0].perplexity

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from conf import MISSING, ModelConfig, Problems
 from conf.schema import DTYPE_NAMES
+from conf.errors import BadInput
 
 
 @dataclass
@@ -43,7 +44,7 @@ def validate_export(config: ExportConfig) -> None:
         try:
             check_repo_id(config.push_to_hub)
         except ValueError as error:
-            problems.found.append(error)
+            problems.add(str(error))
     problems.raise_if_any()
 
 
@@ -58,7 +59,7 @@ def check_repo_id(repo_id: str, key: str = "push_to_hub") -> None:
             raise HFValidationError("it needs exactly one '/' between owner and name")
     except HFValidationError as error:
         reason = str(error).splitlines()[0].rstrip(".")
-        raise ValueError(f"{key}={repo_id!r} is not a Hub repo id ({reason}): give owner/name, "
+        raise BadInput(f"{key}={repo_id!r} is not a Hub repo id ({reason}): give owner/name, "
                          f"e.g. my-user/coca-llama-7b") from None
 
 

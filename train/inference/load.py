@@ -23,6 +23,7 @@ from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained, warn_of_flex_on_cpu
 from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
 from train.trainer.state import STATE_FILE, read_state
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ def resolve(path: str, key: str = "checkpoint") -> Checkpoint:
     """What `path` names; `key` is the config key it came from, for messages."""
     folder = Path(path).expanduser().absolute()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{key}={path!r} is not a folder")
+        raise BadInput(f"{key}={path!r} is not a folder")
     if not is_complete(folder) and _is_transformers_folder(folder):
         return Checkpoint(folder, EXPORTED)
     try:
         # An absolute path never reads as resume's special values auto/none.
         step = find_resume_checkpoint(str(folder), folder)
-    except FileNotFoundError:
-        raise FileNotFoundError(
+    except BadInput:
+        raise BadInput(
             f"{key}={path!r} is not a checkpoint: give a run_dir, its checkpoints/ folder, a complete step-N "
             f"folder (with {STATE_FILE}) or a transformers folder (config.json and weights)"
         ) from None
@@ -82,11 +83,11 @@ def load_model(
     else:
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
         if model_class is None:
-            raise ValueError(f"{ckpt.folder}/config.json: model_type={config.model_type!r} has no causal LM class")
+            raise BadInput(f"{ckpt.folder}/config.json: model_type={config.model_type!r} has no causal LM class")
         variant = getattr(config, CONFIG_KEY, None)
         if variant is None:
             # The trainer records the variant even for vanilla: without it, CoCA and vanilla look alike.
-            raise ValueError(f"{ckpt.folder}/config.json lacks {CONFIG_KEY}, so a CoCA checkpoint cannot be told "
+            raise BadInput(f"{ckpt.folder}/config.json lacks {CONFIG_KEY}, so a CoCA checkpoint cannot be told "
                              f"from a vanilla one: add \"{CONFIG_KEY}\": the run's model.attention "
                              f"(vanilla, slack or exact)")
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
@@ -104,7 +105,7 @@ def load_model(
 def _check_loaded(folder: Path, info: dict) -> None:
     wrong = {kind: sorted(info[kind]) for kind in ("missing_keys", "mismatched_keys") if info[kind]}
     if wrong:
-        raise ValueError(f"the weights in {folder} do not fit its config.json: {wrong}")
+        raise BadInput(f"the weights in {folder} do not fit its config.json: {wrong}")
     if info["unexpected_keys"]:
         log.warning("%s: ignored weights the model does not use: %s", folder, sorted(info["unexpected_keys"]))
 

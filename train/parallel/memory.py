@@ -12,6 +12,7 @@ intermediates and the logits of one tile only (hidden_size tokens unless set).
 from __future__ import annotations
 
 import dataclasses
+from conf.errors import BadInput
 
 GIB = 2**30
 # Over this many times the device's memory, the run "clearly" cannot fit: the estimate is rough.
@@ -77,7 +78,7 @@ def check_fits(model_config, num_params: int, seq_len: int, setting: Setting, wo
     fits = next((c for c in candidates if estimate_bytes(model_config, num_params, seq_len, c, world, half)
                  <= device_bytes), None)
     advice = f"; this would fit: {fits.overrides()}" if fits else "; nothing fits one device: raise the world size"
-    raise ValueError(
+    raise BadInput(
         f"data.seq_len={seq_len} needs about {need / GIB:.0f} GiB per device with {setting.overrides()} on "
         f"{world} rank(s), but the device has {device_bytes / GIB:.0f} GiB{advice}"
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF, UlyssesSPDataLoaderAdapter
 
 from conf import FinetuneConfig
+from conf.errors import BadInput
 
 # Kernels that work without a 4-D mask (the wrapper drops masks and attends causally).
 KERNELS = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -41,7 +42,7 @@ def check(config: FinetuneConfig, model_config, world_size: int) -> None:
         problems.append("ZeRO-3 needs deepspeed.zero_optimization.reduce_scatter=true with it (with false, DeepSpeed "
                         "sums some gradients over the ranks sharing a sequence and averages others)")
     if problems:
-        raise ValueError(f"trainer.sequence_parallel_size={sp}: {'; '.join(problems)}")
+        raise BadInput(f"trainer.sequence_parallel_size={sp}: {'; '.join(problems)}")
 
 
 def share_scale(zero_stage: int, sp: int) -> int:

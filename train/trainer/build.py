@@ -21,6 +21,7 @@ from conf import ModelConfig
 from data.tokenizer import looks_like_path
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_config, warn_of_flex_on_cpu
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,19 @@ def check_arch(arch: Mapping[str, Any]) -> None:
         if key not in fields:
             nearest = difflib.get_close_matches(key, sorted(fields), n=1)
             hint = f"did you mean {nearest[0]!r}?" if nearest else "see transformers' LlamaConfig"
-            raise ValueError(f"model.arch.{key} is not a LlamaConfig field; {hint}")
+            raise BadInput(f"model.arch.{key} is not a LlamaConfig field; {hint}")
 
 
 def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The transformers config the run will build, cheap to get: checked before weights load."""
     if cfg.name_or_path is None:
         if not cfg.arch:
-            raise ValueError("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
+            raise BadInput("model.name_or_path is null and model.arch is empty: give a checkpoint or an architecture")
         check_arch(cfg.arch)
         # arch.vocab_size may pad the vocabulary (benchmarks use LLaMA's 32000), never cut it
         vocab_size = cfg.arch.get("vocab_size", len(tokenizer))
         if vocab_size < len(tokenizer):
-            raise ValueError(f"model.arch.vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
+            raise BadInput(f"model.arch.vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
                              "tokens: leave it unset or make it at least that")
         config = LlamaConfig(
             **{"vocab_size": len(tokenizer), **cfg.arch},
@@ -67,17 +68,17 @@ def model_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pretra
     else:
         _check_exists(cfg.name_or_path)
         if cfg.arch:
-            raise ValueError(f"model.arch is only for random init, but model.name_or_path={cfg.name_or_path!r} is set")
+            raise BadInput(f"model.arch is only for random init, but model.name_or_path={cfg.name_or_path!r} is set")
         try:
             config = load_config(cfg.name_or_path)
         except OSError as error:
-            raise FileNotFoundError(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
+            raise BadInput(f"cannot load model.name_or_path={cfg.name_or_path!r}: {str(error).splitlines()[0]}") from error
     return apply_rope_scaling(config, cfg.rope_scaling, "model.rope_scaling")
 
 
 def _check_exists(name_or_path: str) -> None:
     if looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
-        raise FileNotFoundError(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
+        raise BadInput(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
 
 
 def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:

@@ -5,11 +5,17 @@ import os
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import deepspeed
 import torch
+from packaging.version import Version
 from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
 import torch.distributed as dist
+
+from conf.errors import BadInput
+
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -23,6 +29,21 @@ def _free_port() -> int:
 DATA_WAIT = timedelta(hours=24)
 
 
+# The DeepSpeed releases the trainer is tested with (pyproject.toml says the same). Its gradient
+# scaling under sequence parallelism (train/parallel/sequence_parallel.py) and the loading fixes
+# (checkpoint/deepspeed_fixes.py) depend on this release's internals: another one can train with
+# wrong gradients and no error, so it is refused rather than trusted.
+DEEPSPEED_SUPPORTED = (Version("0.19.8"), Version("0.20"))
+
+
+def check_deepspeed(version: str) -> None:
+    oldest, first_unsupported = DEEPSPEED_SUPPORTED
+    if not oldest <= Version(version) < first_unsupported:
+        raise BadInput(f"DeepSpeed {version} is installed; this trainer supports deepspeed>={oldest},<{first_unsupported} "
+                       f"(the release its gradient scaling and checkpoint handling are tested with): "
+                       f"pip install 'deepspeed>={oldest},<{first_unsupported}'")
+
+
 def init_distributed(timeout_min: float | None = None) -> None:
     """Join the process group that torchrun/the deepspeed launcher set up, or make a one-process one.
 
@@ -30,6 +51,7 @@ def init_distributed(timeout_min: float | None = None) -> None:
     is a world of one on this machine. timeout_min: how long a collective may wait (null:
     DeepSpeed's, from DEEPSPEED_TIMEOUT, 10 minutes by default).
     """
+    check_deepspeed(deepspeed.__version__)
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -54,6 +76,41 @@ def wait_long() -> None:
     group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
     dist.barrier(group=group)
     dist.destroy_process_group(group)
+
+
+def main_decides(decide: Callable[[], T], long: bool = False) -> T:
+    """`decide()` run on rank 0 alone, its result on every rank.
+
+    For what must be one decision even where the ranks see a shared folder differently (an NFS
+    client's cache): which checkpoint to resume, what to set aside, a conversion to make. What
+    it raises reaches every rank at once, instead of leaving the others in a collective: BadInput
+    as BadInput (one line everywhere), anything else re-raised on rank 0 with its traceback and
+    as a RuntimeError naming it on the others. long: the others may wait DATA_WAIT (a conversion
+    of a large checkpoint), on a gloo group of their own, as in `wait_long`.
+    """
+    outcome, error = None, None
+    if is_main():
+        try:
+            outcome = ("done", decide())
+        except BadInput as bad:
+            outcome, error = ("bad input", str(bad)), bad
+        except Exception as failure:  # noqa: BLE001 - every rank must hear of it, then it is raised
+            outcome, error = ("failed", f"{type(failure).__name__}: {failure}"), failure
+    if world_size() > 1:
+        group = dist.new_group(backend="gloo", timeout=DATA_WAIT) if long else None
+        box = [outcome]
+        dist.broadcast_object_list(box, src=0, group=group)
+        if group is not None:
+            dist.destroy_process_group(group)
+        outcome = box[0]
+    if error is not None:
+        raise error
+    kind, value = outcome
+    if kind == "bad input":
+        raise BadInput(value)
+    if kind == "failed":
+        raise RuntimeError(f"rank 0 failed, so this rank stops too: {value}")
+    return value
 
 
 def rank() -> int:

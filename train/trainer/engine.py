@@ -7,6 +7,7 @@ import deepspeed
 from torch import nn
 
 from conf import FinetuneConfig
+from conf.errors import BadInput
 
 
 def check_precision(precision: str) -> None:
@@ -15,7 +16,7 @@ def check_precision(precision: str) -> None:
     supported = {"fp32": True, "bf16": accelerator.is_bf16_supported(), "fp16": accelerator.is_fp16_supported()}
     if not supported[precision]:
         allowed = ", ".join(name for name, ok in supported.items() if ok)
-        raise ValueError(f"trainer.precision={precision} is not supported on this device "
+        raise BadInput(f"trainer.precision={precision} is not supported on this device "
                          f"({accelerator.device_name()}); choose one of {allowed}")
 
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -15,9 +16,9 @@ from tqdm import tqdm
 
 from conf import FinetuneConfig
 from conf.schema import validate
-from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
+from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
+from train.diagnose import NonFinite
 from train.trainer import distributed
-from train.trainer.checkpoint.save import save as save_checkpoint
 from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
 from train.trainer.metrics import memory_metrics
 from train.trainer.setup import Components, setup
@@ -35,7 +36,7 @@ def run(config: FinetuneConfig) -> int:
     finally:
         if c.metrics is not None:
             c.metrics.finish()
-        c.lock.release()
+        c.checkpoints.close()
         c.stop.restore()
     if distributed.is_main():
         print(summary(c, status), flush=True)  # after W&B's own summary: the run's last lines
@@ -70,7 +71,7 @@ def _steps(c: Components, divergence: DivergenceWatch, window: _Window, progress
         window.steps += 1
         progress.update(1)
         if not math.isfinite(loss) and (cause := c.steps.explain_non_finite()) is not None:
-            raise ValueError(f"step {state.step}: non-finite loss, caused by {cause}")
+            raise NonFinite(f"step {state.step}: non-finite loss, caused by {cause}")
         if divergence.is_bad(loss, applied):
             log.warning("step %d: non-finite loss or gradients (loss %s): step skipped (%d in a row)",
                         state.step, loss, divergence.in_row + 1)
@@ -80,28 +81,39 @@ def _steps(c: Components, divergence: DivergenceWatch, window: _Window, progress
         if state.step % t.log_every == 0:
             _log_step(c, loss, window, progress)
         if c.steps.val_set is not None and state.step % t.eval_every == 0:
-            _log_validation(c)
+            with window.paused():
+                _log_validation(c)
         reason = _stop_reason(c)
         if reason is not None:
             log.warning("stopping at step %d (%s): saving, then exiting with %d", state.step, reason, EXIT_PREEMPTED)
             save(c)
             return EXIT_PREEMPTED
         if state.step % t.save_every == 0 or state.step == t.max_steps:
-            save(c)
+            with window.paused():
+                save(c)
     return 0
 
 
 class _Window:
-    """The steps since the last logged one, for tokens/s."""
+    """The steps since the last logged one, for tokens/s: training time only, so that validation
+    and saves do not show up as a dip in tokens/s and MFU after each."""
 
     def __init__(self):
-        self.start, self.steps = time.perf_counter(), 0
+        self.start, self.steps, self.excluded = time.perf_counter(), 0, 0.0
 
     def tokens_per_s(self, tokens_per_step: int) -> float:
-        return self.steps * tokens_per_step / (time.perf_counter() - self.start)
+        return self.steps * tokens_per_step / (time.perf_counter() - self.start - self.excluded)
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - began
 
     def reset(self) -> None:
-        self.start, self.steps = time.perf_counter(), 0
+        self.start, self.steps, self.excluded = time.perf_counter(), 0, 0.0
 
 
 def _log_step(c: Components, loss: float, window: _Window, progress: tqdm) -> None:
@@ -149,7 +161,7 @@ def save(c: Components) -> None:
 
     c.state.sampler = c.sampler.state_dict()
     c.state.wandb_run_id = distributed.broadcast_from_main(c.state.wandb_run_id)
-    save_checkpoint(c.engine, c.run_dir / "checkpoints", c.state, c.config.trainer.keep_last, extras)
+    c.checkpoints.save(c.engine, c.state, extras)
 
 
 def _as_float(value) -> float | None:

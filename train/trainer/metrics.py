@@ -16,6 +16,7 @@ import torch
 
 from conf import LoggerConfig
 from data.files import write_atomically
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -122,7 +123,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines):
-                raise ValueError(f"{path}, line {number}, is not JSON: only a last line cut short is repaired; "
+                raise BadInput(f"{path}, line {number}, is not JSON: only a last line cut short is repaired; "
                                  "mend or remove that line") from None
             log.warning("%s: its last line was cut short (%r): dropped", path, line[:80])
     return records

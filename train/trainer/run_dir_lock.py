@@ -7,6 +7,7 @@ to clear by hand. The file says who holds it, for the refusal's message.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -14,9 +15,13 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
+from conf.errors import BadInput
 from train.trainer import distributed
 
 LOCK_FILE = "run.lock"
+# What flock raises on a filesystem mounted without lock support (Lustre without -o flock, some
+# NFS and FUSE mounts).
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 class RunDirLock:
@@ -25,13 +30,10 @@ class RunDirLock:
         self._file = None
 
     def acquire(self) -> None:
-        """Take the lock on rank 0, or raise on every rank (ValueError: status 2) naming its holder."""
-        refusal = self._take() if distributed.is_main() else None
-        refusal = distributed.broadcast_from_main(refusal)
-        if refusal is not None:
-            raise ValueError(refusal)
+        """Take the lock on rank 0; a refusal (BadInput) or a failure there is raised on every rank."""
+        distributed.main_decides(self._take)
 
-    def _take(self) -> str | None:
+    def _take(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+")
         try:
@@ -40,21 +42,46 @@ class RunDirLock:
             file.seek(0)
             holder = _holder(file.read())
             file.close()
-            return (f"run_dir={self.path.parent} is in use by another run ({holder}): one run writes to a run_dir "
-                    "at a time; wait for it to end, stop it, or give this run another run_dir")
+            raise BadInput(f"run_dir={self.path.parent} is in use by another run ({holder}): one run writes to a "
+                           "run_dir at a time; wait for it to end, stop it, or give this run another run_dir") from None
+        except OSError as error:
+            file.close()
+            if error.errno not in _NO_LOCKS:
+                raise
+            mount, kind = filesystem_of(self.path.parent)
+            raise BadInput(f"run_dir={self.path.parent} is on a {kind} filesystem (mounted at {mount}) without file "
+                           f"locks (flock: {error.strerror}): remount it with locking (Lustre: -o flock), or give "
+                           "run_dir a folder on a filesystem that has them") from None
         file.seek(0)
         file.truncate()
         file.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                "since": datetime.now().astimezone().isoformat(timespec="seconds")}) + "\n")
         file.flush()
         self._file = file
-        return None
 
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def filesystem_of(path: Path) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount that holds `path`, from /proc/mounts."""
+    target, best = str(path.resolve()), ("/", "unknown")
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return best
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best[0]):
+            best = (mount, fields[2])
+    return best
 
 
 def _holder(text: str) -> str:

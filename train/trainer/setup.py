@@ -3,7 +3,7 @@
 The order is the checks' order: cheap ones (paths, tokenizer, what a checkpoint to resume or
 start from means, sequence parallelism) before the data is tokenized, the data's own identity
 and the memory estimate before anything in run_dir moves or the weights load. One run holds
-run_dir from the start (train/trainer/run_dir_lock.py).
+run_dir from the start, through its CheckpointManager (train/trainer/checkpoint/manager.py).
 """
 from __future__ import annotations
 
@@ -30,14 +30,12 @@ from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
 from train.trainer import distributed
 from train.trainer.build import build_model, model_config
-from train.trainer.checkpoint.folders import find_resume_checkpoint
 from train.trainer.checkpoint.identity import Identity, check_architecture, check_init_from, check_resume
 from train.trainer.checkpoint.load import load
-from train.trainer.checkpoint.resume import plan_resume
+from train.trainer.checkpoint.manager import CheckpointManager
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.fit_w_t import CALIBRATION_SEQUENCES, fit_w_t
 from train.trainer.metrics import MetricsLogger, flops_per_token, peak_flops
-from train.trainer.run_dir_lock import RunDirLock
 from train.trainer.state import TrainerState, saved_world_size
 from train.trainer.steps import Steps
 from train.trainer.stop import StopRequest
@@ -60,7 +58,7 @@ class Components:
     state: TrainerState  # fresh, or restored from the checkpoint resumed
     metrics: MetricsLogger | None  # rank 0 only
     stop: StopRequest
-    lock: RunDirLock  # held until the run ends
+    checkpoints: CheckpointManager  # holds the run_dir until the run ends
     identity: Identity  # what this run's checkpoints mean, saved with each
     started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
     tokens_per_step: int
@@ -70,27 +68,26 @@ class Components:
 
 def setup(config: FinetuneConfig) -> Components:
     """The run's components, every check done: a run that cannot work stops here, before the loop.
-    The caller releases `lock` (and restores the signal handlers) when the run ends."""
+    The caller closes `checkpoints` (and restores the signal handlers) when the run ends."""
     stop, started = StopRequest(), time.monotonic()
     distributed.init_distributed(config.trainer.collective_timeout_min)
     check_precision(config.trainer.precision)
     set_seed(config.seed)
     run_dir = distributed.resolve_run_dir(config.run_dir, config.name)
-    lock = RunDirLock(run_dir)
+    checkpoints = CheckpointManager(run_dir, config.trainer.keep_last)
     try:
-        lock.acquire()
-        return _setup(config, run_dir, stop, started, lock)
+        checkpoints.open()
+        return _setup(config, run_dir, stop, started, checkpoints)
     except BaseException:
-        lock.release()
+        checkpoints.close()
         stop.restore()
         raise
 
 
-def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: float, lock: RunDirLock) -> Components:
-    plan = plan_resume(config.resume, run_dir)
-    resume_from, init_from = plan.chosen, None
-    if config.model.init_from is not None and resume_from is None:
-        init_from = find_resume_checkpoint(config.model.init_from, Path(config.model.init_from))
+def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: float,
+           checkpoints: CheckpointManager) -> Components:
+    plan, init_from = checkpoints.plan(config.resume, config.model.init_from)
+    resume_from = plan.chosen
 
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.name_or_path, config.data.cache_dir)
     hf_config = model_config(config.model, tokenizer)
@@ -110,7 +107,7 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
         check_resume(resume_from, identity)
     ds_config = deepspeed_config(config)
     _check_memory(config, hf_config, ds_config)
-    plan.apply()
+    checkpoints.apply(plan)
     engine, mpu, tile = _engine(config, hf_config, ds_config, resume_from, init_from)
 
     rank, world = distributed.rank(), distributed.world_size()
@@ -125,7 +122,7 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
                   logits_tile=tile if config.trainer.tiled_logits else None)
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
-                      lock, identity, started, tokens_per_step=global_batch * config.data.seq_len,
+                      checkpoints, identity, started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
 

@@ -5,7 +5,7 @@ import math
 import shlex
 import time
 
-from train.cli import EXIT_DIVERGED, EXIT_PREEMPTED
+from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 from train.trainer.checkpoint.folders import latest_checkpoint
 from train.trainer.metrics import METRICS_FILE, read_records
 

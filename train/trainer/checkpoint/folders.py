@@ -1,6 +1,14 @@
-"""Where a run's checkpoints are and which of them count: step folders, `latest`, folders set aside."""
+"""Where a run's checkpoints are and which of them count: step folders, `latest`, folders set aside.
+
+`latest` is the one definition of a run's newest checkpoint, for resume=auto, pruning and
+evaluation alike: the step folder the `latest` file names when that is complete, else (the file
+damaged or missing) the complete folder with the highest step. Whatever would contradict it (a
+folder past a rewind, an earlier run's checkpoints) is set aside before a run starts
+(checkpoint/resume.py), so the two readings agree.
+"""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -9,9 +17,12 @@ from pathlib import Path
 
 from train.trainer.checkpoint.manifest import damage
 from train.trainer.state import STATE_FILE
+from conf.errors import BadInput
 
+log = logging.getLogger(__name__)
 LATEST_FILE = "latest"  # DeepSpeed's name: `engine.load_checkpoint(dir)` follows it too
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+PRUNING_PREFIX = "pruning-"  # a folder being deleted
 
 
 def step_tag(step: int) -> str:
@@ -72,23 +83,44 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
         found = candidate if is_complete(candidate) else latest_checkpoint(candidate) if candidate.is_dir() else None
         if found is not None:
             if (problem := damage(found)) is not None:
-                raise ValueError(f"{resume!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
+                raise BadInput(f"{resume!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
                                  "name an earlier step folder")
             return found
-    raise FileNotFoundError(
+    raise BadInput(
         f"resume={resume!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
         "give a run_dir, its checkpoints/ folder or a step folder, or use resume=auto|none"
     )
 
 
-def prune(root: Path, keep_last: int, keep: Path) -> None:
-    """Remove complete checkpoints beyond the newest `keep_last`, and older half-written ones."""
-    complete = complete_checkpoints(root)
-    for old in complete[: max(0, len(complete) - keep_last)]:
-        if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
+def to_prune(root: Path, keep_last: int, keep: Path) -> list[Path]:
+    """What pruning after saving `keep` removes: the complete checkpoints before the newest
+    `keep_last` up to `keep` (never `keep`, never anything newer), half-written folders older
+    than it, and the leftovers of a prune that was killed."""
     newest = step_of(keep)
+    older = [c for c in complete_checkpoints(root) if step_of(c) <= newest and c != keep]
+    removed = older[: max(0, len(older) - (keep_last - 1))]
     for p in root.iterdir():
         m = _STEP_DIR.match(p.name)
-        if m and int(m.group(1)) < newest and not is_complete(p):
-            shutil.rmtree(p, ignore_errors=True)
+        if (m and int(m.group(1)) < newest and not is_complete(p)) or p.name.startswith(PRUNING_PREFIX):
+            removed.append(p)
+    return removed
+
+
+def start_removal(folder: Path) -> Path:
+    """Rename `folder` out of the checkpoints' names at once (a metadata operation): whatever
+    happens to its slow deletion later, it never again reads as a checkpoint."""
+    if folder.name.startswith(PRUNING_PREFIX):
+        return folder
+    target = folder.with_name(PRUNING_PREFIX + folder.name)
+    os.replace(folder, target)
+    return target
+
+
+def remove(folder: Path) -> None:
+    """Delete a folder renamed by `start_removal`; a failure is logged (the next prune tries again),
+    since a prune that fails without a word lets the disk fill."""
+    try:
+        shutil.rmtree(folder)
+    except OSError as error:
+        log.warning("could not remove %s (%s): checkpoints are not being pruned, so the disk may fill; it is tried "
+                    "again after the next save, or remove it by hand", folder, error)

@@ -19,6 +19,7 @@ from transformers import PretrainedConfig
 
 from data.files import write_atomically
 from data.tokenizer import load_tokenizer, tokenizer_fingerprint
+from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
 IDENTITY_FILE = "identity.json"
@@ -60,7 +61,7 @@ def check_architecture(folder: Path, config: PretrainedConfig) -> None:
     for key in _ARCHITECTURE:
         ours, theirs = getattr(config, key, None), getattr(saved, key, None)
         if ours != theirs:
-            raise ValueError(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
+            raise BadInput(f"checkpoint {folder} is of another model: {key}={theirs}, this run's model has {ours}")
 
 
 def check_resume(folder: Path, current: Identity) -> None:
@@ -73,7 +74,7 @@ def check_resume(folder: Path, current: Identity) -> None:
                 log.warning("checkpoint %s predates data fingerprints: cannot check that the training data "
                             "is the same", folder)
             continue
-        raise ValueError(f"cannot resume from {folder}: {_KEYS[field.name]} was {_value(field.name, before)} there, "
+        raise BadInput(f"cannot resume from {folder}: {_KEYS[field.name]} was {_value(field.name, before)} there, "
                          f"this run has {_value(field.name, now)}; a resume continues the same run and must not "
                          f"change what its weights mean. To start a new stage from these weights, give "
                          f"model.init_from={folder} and a new run_dir")
@@ -83,15 +84,15 @@ def check_init_from(folder: Path, current: Identity) -> None:
     """A new stage may change the length and the data, not the tokenizer; nor turn CoCA into vanilla."""
     saved = saved_identity(folder)
     if saved.tokenizer != current.tokenizer:
-        raise ValueError(f"model.init_from={folder}: model.tokenizer was {_value('tokenizer', saved.tokenizer)} "
+        raise BadInput(f"model.init_from={folder}: model.tokenizer was {_value('tokenizer', saved.tokenizer)} "
                          f"there, this run has {_value('tokenizer', current.tokenizer)}: its embeddings index other "
                          "tokens; use the parent's tokenizer")
     if saved.attention != "vanilla" and current.attention == "vanilla":
-        raise ValueError(f"model.init_from={folder} is a CoCA model (model.attention={saved.attention}): its "
+        raise BadInput(f"model.init_from={folder} is a CoCA model (model.attention={saved.attention}): its "
                          "k_proj holds W_t, which cannot serve as a vanilla model's W_k; keep "
                          "model.attention=slack or exact")
     if saved.attention != "vanilla" and saved.coca_slices != current.coca_slices:
-        raise ValueError(f"model.init_from={folder} is a CoCA model with model.coca_slices={saved.coca_slices}, "
+        raise BadInput(f"model.init_from={folder} is a CoCA model with model.coca_slices={saved.coca_slices}, "
                          f"this run has {current.coca_slices}: its k_proj rows would change meaning (W_t against "
                          f"W_k); keep model.coca_slices={saved.coca_slices}")
 

@@ -8,6 +8,7 @@ from train.trainer.checkpoint.deepspeed_fixes import frozen_weights_from_module_
 from train.trainer.checkpoint.rng import restore_rng
 from train.trainer.checkpoint.universal import to_universal
 from train.trainer.state import TrainerState, saved_world_size
+from conf.errors import BadInput
 
 
 def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
@@ -22,7 +23,7 @@ def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
             load_lr_scheduler_states=not weights_only,
         )
     if load_path is None:
-        raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder}")
+        raise BadInput(f"DeepSpeed found no checkpoint in {folder}")
     if not weights_only and saved_world_size(folder) == distributed.world_size():
         restore_rng(folder, distributed.rank())
     return TrainerState.load(folder)

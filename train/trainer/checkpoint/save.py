@@ -1,8 +1,9 @@
 """Saving a checkpoint on every rank: complete, or not there at all, even when the disk fills up.
 
-Every rank writes its DeepSpeed shards and RNG state; after a barrier rank 0 writes the
-descriptive files (config, tokenizer, identity), the manifest, the completion mark, and repoints
-`latest`. A disk that fills up on any rank stops the run on every rank with one line: the partial
+Every rank writes its DeepSpeed shards and RNG state, and rank 0 the descriptive files (config,
+tokenizer, identity); the first rank of each node then fsyncs everything in the folder, so that
+a node that crashes later cannot leave torn shards under a completion mark. Only then rank 0
+writes the manifest, the completion mark, and repoints `latest`. A disk that fills up on any rank stops the run on every rank with one line: the partial
 folder is removed, `latest` stays on the last complete checkpoint, and the status is
 EXIT_NO_SPACE, which launchers do not requeue (another try would fail the same way).
 """
@@ -16,11 +17,10 @@ from typing import Callable
 
 import torch.distributed as dist
 
-from data.files import write_atomically
-from train.cli import EXIT_NO_SPACE, StopRun
+from conf.errors import EXIT_NO_SPACE, StopRun
+from data.files import fsync_tree, write_atomically
 from train.trainer import distributed
-from train.trainer.checkpoint.folders import (LATEST_FILE, complete_checkpoints, is_complete, prune, set_aside,
-                                              step_tag)
+from train.trainer.checkpoint.folders import LATEST_FILE, complete_checkpoints, is_complete, set_aside, step_tag
 from train.trainer.checkpoint.manifest import write_manifest
 from train.trainer.checkpoint.rng import save_rng
 from train.trainer.state import TrainerState
@@ -32,7 +32,7 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NEARLY_FULL = 64 * 2**20
 
 
-def save(engine, root: Path, state: TrainerState, keep_last: int, extras: Callable[[Path], None]) -> Path:
+def save(engine, root: Path, state: TrainerState, extras: Callable[[Path], None]) -> Path:
     """Save state.step on every rank. `extras(folder)` writes rank 0's descriptive files."""
     folder = root / step_tag(state.step)
     _refuse_without_room(root, folder)
@@ -53,6 +53,9 @@ def save(engine, root: Path, state: TrainerState, keep_last: int, extras: Callab
         failure = _writing(lambda: save_rng(folder, distributed.rank()), root)
     if failure is None and distributed.is_main():
         failure = _writing(lambda: extras(folder), root)
+    _stop_if_any_failed(failure, root, folder)  # also the barrier after which every rank's files are there
+    if distributed.local_rank() == 0:
+        failure = _writing(lambda: fsync_tree(folder), root)
     _stop_if_any_failed(failure, root, folder)
     if distributed.is_main():
         def mark_complete() -> None:
@@ -61,8 +64,6 @@ def save(engine, root: Path, state: TrainerState, keep_last: int, extras: Callab
             write_atomically(root / LATEST_FILE, folder.name)
 
         failure = _writing(mark_complete, root)
-        if failure is None:
-            prune(root, keep_last, keep=folder)
     _stop_if_any_failed(failure, root, folder)
     return folder
 
