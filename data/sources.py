@@ -6,13 +6,21 @@
   without downloading it first.
 - `local`: `data.path`, a folder (searched recursively) or glob of .parquet, .jsonl or .txt
   files, one format per path. A .txt file is one book, titled by its file name. A file's
-  split comes from its name or its folder's: train*, validation*/valid*/val*/dev*, test*;
-  anything else is train.
+  split is the one its path below data.path names (below a glob's folder before its first
+  wildcard, or a file's own folder), with the split keywords of datasets' own data-files
+  patterns: train/training, validation/valid/val/dev, test/testing/eval/evaluation, in upper
+  or lower case, as a whole folder name or as a word of a folder or file name that starts it or
+  follows one of datasets' delimiters (`-`, `_`, `.`, space, a digit) and ends it or precedes
+  one: `train/a.parquet`, `validation/part0/b.parquet`, `my_test/c.parquet`, `eval.parquet`,
+  `valid-0.jsonl`; not `contest.parquet`. A file whose path names two splits
+  (`train/test.parquet`) is refused; so is a file that names none while others do. When no
+  file names a split, all of them train (a folder of books).
 - `sample`: the generated corpus of data/sample_corpus.py, written once to the cache.
 
 Without a validation split, a seeded `data.validation_fraction` of the training books is held out.
 """
 import glob
+import itertools
 import json
 import os
 import re
@@ -24,19 +32,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset, IterableDataset, load_dataset
+from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
 
 from data.cache import cache_key, cache_root
 from conf.data_schema import DataConfig
 from data.errors import first_line
 from data.sample_corpus import sample_corpus_dir
 from data.schema import PG19_COLUMNS, PG19_FEATURES
+from conf.errors import BadInput
 
 RawSplit = Union[Dataset, IterableDataset]
 
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".txt": "text"}
-_SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-           "dev": "validation", "test": "test"}
 _SPLIT_RANK = {"train": 0, "validation": 1, "test": 2}
+# A keyword of datasets' table as its data-files patterns match one (`**/{keyword}/**`,
+# `**/*[{sep}]{keyword}[{sep}]*`, ...), in each folder and file name. Those patterns accept a
+# folder name's end after the keyword but want a delimiter in a file name's; one regex serves
+# both, as a file name here always has "." before its suffix. Lower case: datasets' glob is
+# case-sensitive, but a `Test/` folder must not train either.
+_DELIMITER = f"[{NON_WORDS_CHARS}]"
+_SPLIT_WORDS = {
+    str(split): re.compile(rf"(?:^|{_DELIMITER})(?:{'|'.join(map(re.escape, words))})(?:{_DELIMITER}|$)")
+    for split, words in SPLIT_KEYWORDS.items()
+}
+# Files named in the run's log per split; longer lists show their first few and last.
+_LISTED_FILES = 4
 # Fixed rather than the run's seed: the held-out books must not change between runs.
 _HOLDOUT_SEED = 0
 
@@ -44,80 +64,127 @@ _HOLDOUT_SEED = 0
 def load_raw_splits(cfg: DataConfig) -> tuple[dict[str, RawSplit], str]:
     """The source's splits (always "train"; "validation" and "test" when there are some) and a
     one-line description of the source for messages."""
+    splits, origin, _ = load_raw_splits_and_sources(cfg)
+    return splits, origin
+
+
+def load_raw_splits_and_sources(cfg: DataConfig) -> tuple[dict[str, RawSplit], str, dict[str, str]]:
+    """`load_raw_splits`, and where each split's books come from (its files, or the source), so
+    that the run's log shows what trained."""
     if cfg.source == "sample":
         s = cfg.sample
         origin = f"sample(num_books={s.num_books}, words_per_book={s.words_per_book}, seed={s.seed})"
-        splits = _load_local(str(sample_corpus_dir(s, cache_root(cfg.cache_dir))), cfg.cache_dir)
+        splits, _ = _load_local(str(sample_corpus_dir(s, cache_root(cfg.cache_dir))), cfg.cache_dir)
+        sources = dict.fromkeys(splits, origin)
     elif cfg.source == "local":
         if not cfg.path:
-            raise ValueError("data.source=local needs data.path: a folder or glob of .parquet, .jsonl or .txt files")
+            raise BadInput("data.source=local needs data.path: a folder or glob of .parquet, .jsonl or .txt files")
         origin = f"local:{cfg.path}"
-        splits = _load_local(cfg.path, cfg.cache_dir)
+        splits, files = _load_local(cfg.path, cfg.cache_dir)
+        sources = {split: _describe_files(names, origin) for split, names in files.items()}
     elif cfg.source == "pg19":
         origin = f"pg19:{cfg.hub_name}"
         splits = _load_hub(cfg)
+        sources = dict.fromkeys(splits, origin)
     else:
-        raise ValueError(f"data.source={cfg.source!r}: allowed are sample, pg19, local")
+        raise BadInput(f"data.source={cfg.source!r}: allowed are sample, pg19, local")
 
     # train, validation, test, whatever order the source lists them in
     names = sorted(splits, key=lambda n: (_SPLIT_RANK.get(n, len(_SPLIT_RANK)), n))
     splits = {name: _as_pg19(splits[name], f"{origin} split {name!r}") for name in names}
     if "validation" not in splits and cfg.validation_fraction > 0:
         splits["train"], splits["validation"] = _hold_out(splits["train"], cfg.validation_fraction, origin)
-    return splits, origin
+        sources["validation"] = f"held out of train by data.validation_fraction={cfg.validation_fraction}"
+    return splits, origin, {name: sources[name] for name in splits}
 
 
 def _load_hub(cfg: DataConfig) -> dict[str, RawSplit]:
     try:
         splits = load_dataset(cfg.hub_name, streaming=cfg.streaming, cache_dir=cfg.cache_dir)
     except OSError as error:
-        raise FileNotFoundError(f"cannot load data.hub_name={cfg.hub_name!r}: {first_line(error)}") from error
+        raise BadInput(f"cannot load data.hub_name={cfg.hub_name!r}: {first_line(error)}") from error
     if "train" not in splits:
-        raise ValueError(f"data.hub_name={cfg.hub_name!r} has no 'train' split (it has {sorted(splits)})")
+        raise BadInput(f"data.hub_name={cfg.hub_name!r} has no 'train' split (it has {sorted(splits)})")
     return dict(splits)
 
 
-def _load_local(path: str, cache_dir: str | None) -> dict[str, RawSplit]:
-    files = _local_files(path)
+def _load_local(path: str, cache_dir: str | None) -> tuple[dict[str, RawSplit], dict[str, list[str]]]:
+    """The splits, and each one's files by their paths below data.path."""
+    root, files = _local_files(path)
     suffixes = sorted({f.suffix for f in files})
     if len(suffixes) > 1:
-        raise ValueError(f"data.path={path!r} mixes {', '.join(suffixes)} files: use one format per path")
-    by_split = defaultdict(list)
+        raise BadInput(f"data.path={path!r} mixes {', '.join(suffixes)} files: use one format per path")
     for f in files:
         _check_file_schema(f)
-        by_split[_split_of(f)].append(str(f))
+    by_split = _files_by_split(path, root, files)
     if "train" not in by_split:
-        raise ValueError(f"data.path={path!r} has no training files, only {sorted(by_split)} (named by file or folder)")
+        raise BadInput(f"data.path={path!r} has no training files, only {sorted(by_split)} (named by file or folder)")
+    names = {split: [f.relative_to(root).as_posix() for f in split_files] for split, split_files in by_split.items()}
+    paths = {split: [str(f) for f in split_files] for split, split_files in by_split.items()}
     builder = _BUILDERS[suffixes[0]]
     if builder == "text":
-        return {split: _load_books(paths, split, cache_dir) for split, paths in by_split.items()}
+        return {split: _load_books(split_paths, split, cache_dir) for split, split_paths in paths.items()}, names
     # Parquet can skip unwanted columns while reading; JSON lines keeps them until _as_pg19.
     columns = {"columns": PG19_COLUMNS} if builder == "parquet" else {}
-    return dict(load_dataset(builder, data_files=dict(by_split), cache_dir=cache_dir, **columns))
+    return dict(load_dataset(builder, data_files=paths, cache_dir=cache_dir, **columns)), names
 
 
-def _local_files(path: str) -> list[Path]:
+def _local_files(path: str) -> tuple[Path, list[Path]]:
+    """The folder that the files' splits are named below (data.path's own, a glob's folder before its
+    first wildcard, a file's folder: names above it are the user's filing, not a split) and the files."""
     root = Path(path).expanduser()
     if root.is_dir():
         candidates = root.rglob("*")
     elif glob.has_magic(path):
         candidates = map(Path, glob.glob(os.path.expanduser(path), recursive=True))
+        root = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), root.parts))
     elif root.is_file():
-        candidates = [root]
+        candidates, root = [root], root.parent
     else:
-        raise FileNotFoundError(f"data.path={path!r} does not exist (relative to {os.getcwd()})")
+        raise BadInput(f"data.path={path!r} does not exist (relative to {os.getcwd()})")
     files = sorted(f for f in candidates if f.is_file() and f.suffix in _BUILDERS and not f.name.startswith("."))
     if not files:
-        raise FileNotFoundError(f"data.path={path!r} holds no .parquet, .jsonl or .txt files")
-    return files
+        raise BadInput(f"data.path={path!r} holds no .parquet, .jsonl or .txt files")
+    return root, files
 
 
-def _split_of(file: Path) -> str:
-    for name in (file.stem, file.parent.name):
-        split = _SPLITS.get(re.split(r"[-_.]", name.lower())[0])
-        if split:
-            return split
-    return "train"
+def _files_by_split(path: str, root: Path, files: list[Path]) -> dict[str, list[Path]]:
+    """Each file under the split its path below `root` names; all of them train when none names one.
+    datasets would leave out a file that names none beside ones that do: here it is refused, so
+    that no file is dropped or trained on by accident."""
+    named = {f: _split_of(f, f.relative_to(root)) for f in files}
+    if not any(named.values()):
+        return {"train": files}
+    unnamed = [f for f, split in named.items() if split is None]
+    if unnamed:
+        more = f" (and {len(unnamed) - 1} more files)" if len(unnamed) > 1 else ""
+        example, split = next((f, split) for f, split in named.items() if split)
+        raise BadInput(f"{unnamed[0]}{more} names no split while {example} names {split}: put train, validation or "
+                       f"test in its file or folder name, or move it out of data.path={path!r}")
+    by_split = defaultdict(list)
+    for f, split in named.items():
+        by_split[split].append(f)
+    return dict(by_split)
+
+
+def _split_of(file: Path, relative: Path) -> str | None:
+    """The split that the file's path below data.path names, None if none.
+
+    datasets has no order between two splits that one path names: it reads only folder names when
+    any folder names a split (so `train/test.parquet` trains there) and puts a path that matches
+    two splits' patterns (`train/validation/x.parquet`, `train-test.parquet`) in both. Such a
+    path is refused rather than guessed."""
+    parts = [part.lower() for part in relative.parts]
+    named = [split for split, word in _SPLIT_WORDS.items() if any(word.search(part) for part in parts)]
+    if len(named) > 1:
+        raise BadInput(f"{file}: its path names the splits {' and '.join(named)}: rename the file or its folder "
+                       f"so that it names one")
+    return named[0] if named else None
+
+
+def _describe_files(names: list[str], origin: str) -> str:
+    shown = names if len(names) <= _LISTED_FILES else [*names[:_LISTED_FILES - 1], "...", names[-1]]
+    return f"{len(names)} file{'' if len(names) == 1 else 's'} of {origin} ({', '.join(shown)})"
 
 
 def _check_file_schema(file: Path) -> None:
@@ -127,7 +194,7 @@ def _check_file_schema(file: Path) -> None:
         try:
             meta = pq.read_metadata(file)
         except pa.ArrowInvalid as error:
-            raise ValueError(f"{file}: not a Parquet file ({first_line(error)})") from error
+            raise BadInput(f"{file}: not a Parquet file ({first_line(error)})") from error
         schema = meta.schema.to_arrow_schema()
         empty = meta.num_rows == 0
         holds_strings = {f.name: pa.types.is_string(f.type) or pa.types.is_large_string(f.type) for f in schema}
@@ -137,20 +204,20 @@ def _check_file_schema(file: Path) -> None:
         try:
             record = json.loads(first) if first.strip() else {}
         except json.JSONDecodeError as error:
-            raise ValueError(f"{file}: line 1 is not JSON ({error.msg})") from error
+            raise BadInput(f"{file}: line 1 is not JSON ({error.msg})") from error
         if not isinstance(record, dict):
-            raise ValueError(f"{file}: line 1 is not a JSON object with PG-19's columns {PG19_COLUMNS}")
+            raise BadInput(f"{file}: line 1 is not a JSON object with PG-19's columns {PG19_COLUMNS}")
         empty = not first.strip()
         holds_strings = {name: isinstance(value, str) for name, value in record.items()}
     else:
         return
     if empty:
-        raise ValueError(f"{file} holds no documents")
+        raise BadInput(f"{file} holds no documents")
     missing = [c for c in PG19_COLUMNS if c not in holds_strings]
     if missing:
-        raise ValueError(f"{file}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
+        raise BadInput(f"{file}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
     if not holds_strings["text"]:
-        raise ValueError(f"{file}: column 'text' must hold strings")
+        raise BadInput(f"{file}: column 'text' must hold strings")
 
 
 def _load_books(paths: list[str], split: str, cache_dir: str | None) -> Dataset:
@@ -172,20 +239,20 @@ def _read_books(paths: list[str]) -> Iterator[dict]:
 def _as_pg19(ds: RawSplit, where: str) -> RawSplit:
     missing = [c for c in PG19_COLUMNS if c not in (ds.column_names or [])]
     if missing:
-        raise ValueError(f"{where}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
+        raise BadInput(f"{where}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
     if isinstance(ds, Dataset) and len(ds) == 0:
-        raise ValueError(f"{where} has no documents")
+        raise BadInput(f"{where} has no documents")
     ds = ds.select_columns(PG19_COLUMNS)
     return ds if ds.features == PG19_FEATURES else ds.cast(PG19_FEATURES)
 
 
 def _hold_out(train: RawSplit, fraction: float, origin: str) -> tuple[Dataset, Dataset]:
     if not isinstance(train, Dataset):
-        raise ValueError(f"{origin} has no validation split to stream: set data.streaming=false or "
+        raise BadInput(f"{origin} has no validation split to stream: set data.streaming=false or "
                          f"data.validation_fraction=0")
     count = max(1, round(len(train) * fraction))
     if count >= len(train):
-        raise ValueError(f"{origin}: holding out {count} of its {len(train)} training books for validation leaves "
+        raise BadInput(f"{origin}: holding out {count} of its {len(train)} training books for validation leaves "
                          f"none to train on; add books or set data.validation_fraction=0")
     # Selections in book order, kept in memory: a few ints per book, no cache file to rewrite.
     held = np.random.default_rng(_HOLDOUT_SEED).permutation(len(train))[:count]

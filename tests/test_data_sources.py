@@ -1,10 +1,12 @@
 """Sources: the generated sample, each local format, the hub path, splits and bad input."""
 import json
+import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conf.errors import BadInput
 from conf.data_schema import DataConfig, SampleCorpusConfig
 from data.pipeline import build_datasets
 from data.sample_corpus import generate_books
@@ -93,6 +95,87 @@ def test_local_splits_come_from_file_and_folder_names(tmp_path, sample_tokenizer
     assert {k: len(v) for k, v in glob_only.items()} == {"train": 4}
 
 
+def titles(splits):
+    return {name: sorted(split["short_book_title"]) for name, split in splits.items()}
+
+
+def write_split_folders(folder, rows):
+    """train/a, validation/part0/b and test/c: the split named by a folder at any depth."""
+    write_parquet(folder / "train" / "a.parquet", rows[:2])
+    write_parquet(folder / "validation" / "part0" / "b.parquet", rows[2:3])
+    write_parquet(folder / "test" / "c.parquet", rows[3:4])
+
+
+def test_a_split_is_named_anywhere_in_the_path(tmp_path):
+    rows = books(4)
+    write_split_folders(tmp_path / "d", rows)
+    # No held-out books: validation is only what names it.
+    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d", validation_fraction=0))
+    names = [[r["short_book_title"] for r in part] for part in (rows[:2], rows[2:3], rows[3:4])]
+    assert titles(splits) == {"train": sorted(names[0]), "validation": names[1], "test": names[2]}
+
+
+def test_datasets_test_keywords_name_the_test_split(tmp_path):
+    rows = books(6)
+    write_split_folders(tmp_path / "d", rows)
+    write_parquet(tmp_path / "d" / "testing.parquet", rows[4:5])
+    write_parquet(tmp_path / "d" / "eval.parquet", rows[5:])
+    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d"))
+    assert titles(splits)["test"] == sorted(r["short_book_title"] for r in rows[3:])
+    assert len(splits["train"]) == 2
+
+
+def test_a_file_naming_no_split_beside_named_ones_is_refused(tmp_path):
+    write_split_folders(tmp_path / "d", books(4))
+    write_parquet(tmp_path / "d" / "notes.parquet", books(1, seed=1))
+    with pytest.raises(BadInput, match="notes.parquet names no split") as error:
+        load_raw_splits(local(tmp_path, tmp_path / "d"))
+    assert str(tmp_path / "d" / "notes.parquet") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_folder_of_unnamed_files_all_trains(tmp_path):
+    # data.path's own name ("dev-books") is the user's filing, not a split: only names below it count.
+    rows = books(3)
+    folder = tmp_path / "dev-books"
+    write_parquet(folder / "a.parquet", rows[:1])
+    write_parquet(folder / "part1" / "b.parquet", rows[1:2])
+    write_parquet(folder / "Notes 2.parquet", rows[2:])
+    splits, _ = load_raw_splits(local(tmp_path, folder, validation_fraction=0))
+    assert titles(splits) == {"train": sorted(r["short_book_title"] for r in rows)}
+
+
+def test_the_log_lists_each_splits_files_books_and_tokens(tmp_path, sample_tokenizer, caplog):
+    rows = books(9)
+    folder = tmp_path / "d"
+    write_split_folders(folder, rows)
+    for i, row in enumerate(rows[4:]):
+        write_parquet(folder / "train" / f"more{i}.parquet", [row])
+    with caplog.at_level(logging.INFO, logger="data.pipeline"):
+        splits = build_datasets(local(tmp_path, folder), sample_tokenizer)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data split")]
+    tokens = {name: f"{split.store.num_tokens:,} tokens" for name, split in splits.items()}
+    origin = f"local:{folder}"
+    assert lines == [
+        f"data split train: 6 files of {origin} (train/a.parquet, train/more0.parquet, train/more1.parquet, ..., "
+        f"train/more4.parquet), 7 books, {tokens['train']}",
+        f"data split validation: 1 file of {origin} (validation/part0/b.parquet), 1 book, {tokens['validation']}",
+        f"data split test: 1 file of {origin} (test/c.parquet), 1 book, {tokens['test']}",
+    ]
+
+
+def test_the_log_names_the_source_of_a_sample_and_a_held_out_split(tmp_path, sample_tokenizer, caplog):
+    cfg = DataConfig(source="sample", cache_dir=str(tmp_path), sample=SMALL, validation_fraction=0.25, seq_len=64)
+    with caplog.at_level(logging.INFO, logger="data.pipeline"):
+        splits = build_datasets(cfg, sample_tokenizer)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data split")]
+    assert lines == [
+        f"data split train: sample(num_books=4, words_per_book=800, seed=3), 3 books, "
+        f"{splits['train'].store.num_tokens:,} tokens",
+        f"data split validation: held out of train by data.validation_fraction=0.25, 1 book, "
+        f"{splits['validation'].store.num_tokens:,} tokens",
+    ]
+
+
 def test_extra_columns_are_dropped_and_types_cast(tmp_path):
     rows = [dict(r, publication_date=1900 + i, extra="x") for i, r in enumerate(books(2))]
     write_jsonl(tmp_path / "d" / "train.jsonl", rows)
@@ -144,13 +227,15 @@ def write_numeric_text(path):
         (lambda p: p.write_bytes(b"PAR1garbage"), "train.parquet", "not a Parquet file"),
         (lambda p: p.write_text("a,b\n"), "train.csv", "holds no .parquet, .jsonl or .txt files"),
         (lambda p: write_parquet(p, books(2)), "validation.parquet", "has no training files"),
+        (lambda p: write_parquet(p, books(2)), "train/test.parquet",
+         "train/test.parquet: its path names the splits train and test"),
     ],
 )
 def test_bad_local_data_fails_in_one_line(tmp_path, sample_tokenizer, write, name, message):
     folder = tmp_path / "bad"
     folder.mkdir()
     write(folder / name)
-    with pytest.raises((ValueError, FileNotFoundError), match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+    with pytest.raises(BadInput, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
         build_datasets(local(tmp_path, folder, validation_fraction=0), sample_tokenizer)
     assert "\n" not in str(error.value)
 
@@ -160,15 +245,15 @@ def test_bad_paths_and_settings_fail_in_one_line(tmp_path, sample_tokenizer):
     write_jsonl(tmp_path / "mixed" / "b.jsonl", books(1))
     write_parquet(tmp_path / "one" / "a.parquet", books(1))
     cases = [
-        (local(tmp_path, tmp_path / "missing"), FileNotFoundError, "does not exist"),
-        (local(tmp_path, tmp_path / "mixed"), ValueError, "mixes .jsonl, .parquet files"),
-        (local(tmp_path, tmp_path / "one"), ValueError, "holding out 1 of its 1 training books"),
-        (DataConfig(source="local"), ValueError, "data.source=local needs data.path"),
-        (DataConfig(source="web"), ValueError, "allowed are sample, pg19, local"),
-        (DataConfig(source="pg19", hub_name=str(tmp_path / "nohub")), FileNotFoundError, "cannot load data.hub_name"),
-        (DataConfig(seq_len=0), ValueError, "data.seq_len=0"),
-        (DataConfig(seq_len=-5), ValueError, "data.seq_len=-5"),
-        (DataConfig(validation_fraction=1.0), ValueError, "data.validation_fraction=1.0"),
+        (local(tmp_path, tmp_path / "missing"), BadInput, "does not exist"),
+        (local(tmp_path, tmp_path / "mixed"), BadInput, "mixes .jsonl, .parquet files"),
+        (local(tmp_path, tmp_path / "one"), BadInput, "holding out 1 of its 1 training books"),
+        (DataConfig(source="local"), BadInput, "data.source=local needs data.path"),
+        (DataConfig(source="web"), BadInput, "allowed are sample, pg19, local"),
+        (DataConfig(source="pg19", hub_name=str(tmp_path / "nohub")), BadInput, "cannot load data.hub_name"),
+        (DataConfig(seq_len=0), BadInput, "data.seq_len=0"),
+        (DataConfig(seq_len=-5), BadInput, "data.seq_len=-5"),
+        (DataConfig(validation_fraction=1.0), BadInput, "data.validation_fraction=1.0"),
     ]
     for cfg, kind, message in cases:
         with pytest.raises(kind, match=message) as error:
