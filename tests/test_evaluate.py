@@ -13,11 +13,12 @@ from conf.errors import BadInput
 from conf.data_schema import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
-from train.coca import convert_to_coca
+from train.coca import convert_to_coca, one_rope_scale
 from train.evaluate import EvaluateConfig
 from train.evaluation.config import validate
 from train.evaluation.documents import documents
-from train.evaluation.passkey import FILLER, QUESTION, build_prompt, is_correct, key_line, make_prompts
+from data.passkey import QUESTION, TASK, key_line
+from train.evaluation.passkey import Prompt, answer, build_prompt, is_correct, make_prompts, pieces
 from train.evaluation.perplexity import plan_windows, sliding_window_perplexity
 from train.evaluation.report import write_results
 from train.evaluation.run import evaluate
@@ -123,6 +124,73 @@ def test_dynamic_ntk_scores_each_length_as_if_it_came_first():
     assert sliding_window_perplexity(model, docs, 24, 8, batch_size=2).nll == fresh
 
 
+# --- dynamic NTK in generation -----------------------------------------------------------------
+
+
+def _generated_logits(generate, model, prompt: torch.Tensor, new_tokens: int):
+    """(the tokens `generate` wrote after `prompt`, their logits), greedy and cached."""
+    out = generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False,
+                   use_cache=True, pad_token_id=0, return_dict_in_generate=True, output_logits=True)
+    return out.sequences[0, prompt.shape[1]:], torch.stack(out.logits)[:, 0]
+
+
+def _one_forward_logits(model, prompt: torch.Tensor, written: torch.Tensor, total: int) -> torch.Tensor:
+    """The logits that predicted each written token, from one forward over the whole sequence at
+    dynamic NTK's scale for `total` tokens: what cached generation should reproduce."""
+    sequence = torch.cat([prompt[0], written[:-1]])[None]
+    with torch.no_grad(), one_rope_scale(model, total):
+        return model(sequence).logits[0, prompt.shape[1] - 1:].float()  # as generate returns them
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "slack", "exact"])
+def test_cached_generation_past_the_window_keeps_one_rope_scale(variant):
+    """A 14-token prompt and 6 new tokens past a 16-position window under dynamic NTK: plain cached
+    generation rotates each new query at a scale its cached keys never had; within one_rope_scale
+    every step equals one forward over the whole sequence at the scale for its 20 tokens."""
+    from tests.test_coca import ROPE, tiny_config, tiny_model
+
+    model = tiny_model(config=tiny_config(rope=ROPE["dynamic"]), dtype=torch.float64)
+    if variant != "vanilla":
+        model = convert_to_coca(model, variant)
+    prompt, new_tokens = torch.randint(0, 97, (1, 14), generator=torch.Generator().manual_seed(3)), 6
+    total = prompt.shape[1] + new_tokens
+    with torch.no_grad():
+        written, plain = _generated_logits(model.generate, model, prompt, new_tokens)
+    assert (plain - _one_forward_logits(model, prompt, written, total)).abs().max() > 1e-3  # the defect is real
+    with torch.no_grad(), one_rope_scale(model, total):
+        written, fixed = _generated_logits(model.generate, model, prompt, new_tokens)
+    torch.testing.assert_close(fixed, _one_forward_logits(model, prompt, written, total), rtol=1e-5, atol=1e-5)
+
+
+def test_an_exported_coca_model_generates_at_one_rope_scale():
+    """Exports ship modeling_coca_llama.py, whose generate holds the scale as the project's own code does."""
+    from tests.test_coca import ROPE, tiny_config, tiny_model
+    from train.configuration_coca_llama import CocaLlamaConfig
+    from train.modeling_coca_llama import CocaLlamaForCausalLM
+
+    config = tiny_config(CocaLlamaConfig, rope=ROPE["dynamic"], coca_variant="slack")
+    model = tiny_model(CocaLlamaForCausalLM, config=config)
+    prompt = torch.randint(0, 97, (1, 14), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        written, logits = _generated_logits(model.generate, model, prompt, 6)
+    torch.testing.assert_close(logits, _one_forward_logits(model, prompt, written, 20), rtol=1e-5, atol=1e-5)
+
+
+def test_a_passkey_answer_that_fits_the_window_is_the_same_with_dynamic_ntk(sample_tokenizer):
+    """Prompt and answer within max_position_embeddings: dynamic NTK changes nothing, even after the
+    model has seen a longer sequence (which grows transformers' scale until reset)."""
+    from tests.test_coca import ROPE, tiny_config, tiny_model
+
+    (prompt,) = make_prompts(sample_tokenizer, 80, 1, [0.5], seed=0)
+    window = len(prompt.input_ids) + 8
+    plain = tiny_model(config=tiny_config(vocab_size=len(sample_tokenizer), max_position_embeddings=window))
+    dynamic = tiny_model(config=tiny_config(vocab_size=len(sample_tokenizer), max_position_embeddings=window,
+                                            rope=ROPE["dynamic"]))
+    with torch.no_grad():
+        dynamic(torch.zeros(1, 3 * window, dtype=torch.long))
+    assert answer(dynamic, sample_tokenizer, prompt, 8) == answer(plain, sample_tokenizer, prompt, 8)
+
+
 # --- passkey ---------------------------------------------------------------------------------
 
 def tokenizers(trained_dir):
@@ -132,20 +200,29 @@ def tokenizers(trained_dir):
     return found
 
 
-def test_passkey_prompts_hold_the_key_at_the_depth_and_fill_the_length(trained):
+@pytest.mark.parametrize("haystack", ["books", "filler"])
+def test_passkey_prompts_hold_the_key_at_the_depth_and_fill_the_length(trained, haystack):
     for name, tok in tokenizers(trained).items():
-        sentence = max(len(tok(s, add_special_tokens=False)["input_ids"]) for s in FILLER)
-        for length in (400, 2000):
-            for depth in (0.0, 0.3, 0.5, 1.0):
-                prompt = build_prompt(tok, "80417", length, depth)
-                assert length - sentence <= len(prompt.input_ids) <= length, (name, length, depth)
+        book = tok("The old house stood at the end of the lane, " * 400, add_special_tokens=False)["input_ids"]
+        books = [book] if haystack == "books" else None
+        for length in (100, 2000):
+            for prompt in make_prompts(tok, length, 4, [0.0, 0.3, 0.5, 1.0], seed=0, books=books):
+                assert len(prompt.input_ids) == length, (name, length, prompt.depth)
                 text = tok.decode(prompt.input_ids, skip_special_tokens=True)
-                assert text.endswith(QUESTION) and text.count("80417") == 2
-                before = text.split(key_line("80417"))[0]
-                assert sum(before.count(s) for s in FILLER) == prompt.before == round(depth * prompt.sentences)
-                assert abs(prompt.before / prompt.sentences - depth) <= 1 / prompt.sentences
-        with pytest.raises(ValueError, match="a passkey prompt needs at least"):
-            build_prompt(tok, "80417", 20, 0.5)
+                assert text.endswith(QUESTION) and text.count(prompt.key) == 1
+                assert text.startswith(TASK) and key_line(prompt.key) in text
+                assert prompt.before == round(prompt.depth * prompt.haystack)
+                if haystack == "filler":
+                    assert "The grass is green." in text and "old house" not in text
+                else:
+                    assert "old house" in text and "The grass is green." not in text
+        with pytest.raises(BadInput, match="a passkey prompt needs at least"):
+            build_prompt(tok, "80417", 20, 0.5, book)
+
+
+def test_the_fixed_part_of_a_passkey_prompt_leaves_the_window_to_the_haystack(sample_tokenizer):
+    """The task's own tokens (with the answer) are at most 60: at L = 256 most of a prompt is haystack."""
+    assert pieces(sample_tokenizer, "80417").fixed <= 60
 
 
 def test_passkey_keys_are_seeded_five_digit_numbers_and_scored_by_prefix(trained):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
+from train.coca import one_rope_scale
 from train.diagnose import require_finite
-from train.evaluation.rope_state import forget_longer_sequences
 from conf.errors import BadInput
 
 # Positions per output-projection call: the logits of a 32K window (32K x 32K vocab in fp32,
@@ -65,17 +65,20 @@ def sliding_window_perplexity(model: PreTrainedModel, docs: list[torch.Tensor], 
     plan = [(doc, start, scored) for doc, ids in enumerate(docs) for start, scored in plan_windows(len(ids), length,
                                                                                                      stride)]
     device = next(model.parameters()).device
-    forget_longer_sequences(model)
     totals = torch.zeros(len(docs), dtype=torch.float64, device=device)
     counts = [0] * len(docs)
-    for first in tqdm(range(0, len(plan), batch_size), desc=f"perplexity {length}", unit="batch", dynamic_ncols=True):
-        batch = plan[first:first + batch_size]
-        ids = torch.stack([docs[doc][start:start + length] for doc, start, _ in batch]).to(device)
-        nll = _scored_nll(model, ids, [scored for *_, scored in batch])
-        require_finite(nll, model, {"input_ids": ids}, f"perplexity at {length} tokens")
-        totals.index_add_(0, torch.tensor([doc for doc, *_ in batch], device=device), nll)
-        for doc, _, scored in batch:
-            counts[doc] += scored
+    # Every window holds `length` tokens: under dynamic NTK, the scale for `length`, not one that an
+    # earlier, longer sequence left behind (transformers keeps the longest it has seen).
+    with one_rope_scale(model, length):
+        for first in tqdm(range(0, len(plan), batch_size), desc=f"perplexity {length}", unit="batch",
+                          dynamic_ncols=True):
+            batch = plan[first:first + batch_size]
+            ids = torch.stack([docs[doc][start:start + length] for doc, start, _ in batch]).to(device)
+            nll = _scored_nll(model, ids, [scored for *_, scored in batch])
+            require_finite(nll, model, {"input_ids": ids}, f"perplexity at {length} tokens")
+            totals.index_add_(0, torch.tensor([doc for doc, *_ in batch], device=device), nll)
+            for doc, _, scored in batch:
+                counts[doc] += scored
     doc_nll = [total / count for total, count in zip(totals.tolist(), counts)]
     return LengthResult(length, len(plan), counts, doc_nll)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import set_seed
 
+from train.coca import one_rope_scale
 from train.diagnose import require_finite
 from train.inference.config import GenerateConfig, validate_generate
 from train.inference.load import checkpoint_config, device, load_checkpoint_tokenizer, load_model, resolve
@@ -20,7 +21,8 @@ def generate(config: GenerateConfig) -> str:
     set_seed(config.seed)
     sampling = dict(temperature=config.temperature, top_p=config.top_p) if config.do_sample else {}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
+    # Dynamic NTK at one scale for prompt and continuation: cached keys and new queries agree.
+    with torch.no_grad(), one_rope_scale(model, ids.shape[1] + config.max_new_tokens):
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=config.max_new_tokens,
                              do_sample=config.do_sample, pad_token_id=pad, return_dict_in_generate=True,
                              output_logits=True, **sampling)
