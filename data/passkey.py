@@ -1,23 +1,50 @@
-"""The passkey retrieval task's text (Mohtashami & Jaggi, 2023), shared by the training mix and the evaluation.
+"""The passkey retrieval task (Mohtashami & Jaggi, 2023), shared by the training mix and the evaluation.
 
-A prompt is the task line, filler with the key line somewhere in it, then the question; the
-answer is the key. The 5-digit keys are split once and for all into two disjoint halves by a
-hash (which no model can learn): training sequences draw from one half, evaluation prompts from
-the other, so an evaluation never asks for a key the model has seen.
+A prompt is the task line, a haystack with the key line somewhere in it, then the question; the
+answer is the key. Both sides build it from the same token pieces (`Pieces`), with a haystack of
+book text from their own split, so that what is tested is what was trained, at any distance up
+to the window. The task line is short (the fixed part is 57 tokens with the `sample` tokenizer,
+34 with LLaMA-2's, the answer included) so that most of a window is haystack. The 5-digit keys are split once and for
+all into two disjoint halves by a hash (which no model can learn): training sequences draw from
+one half, evaluation prompts from the other, so an evaluation never asks for a key the model has seen.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 
-TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-        "I will quiz you about the important information there.")
+TASK = "Remember the pass key."
+# The original task's haystack, kept as a second evaluation (eval.passkey.haystack=filler).
 FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
 QUESTION = "What is the pass key? The pass key is"
 
 
 def key_line(key: str) -> str:
-    return f"The pass key is {key}. Remember it. {key} is the pass key."
+    return f"The pass key is {key}."
+
+
+@dataclasses.dataclass(frozen=True)
+class Pieces:
+    """One key's prompt pieces as token ids; a prompt is task, haystack with the line in it, question."""
+
+    task: list[int]  # BOS (if the tokenizer adds one) and the task line
+    line: list[int]
+    question: list[int]
+    answer: list[int]  # the key, as the model should continue the question
+
+    @classmethod
+    def of(cls, key: str, encode, bos: list[int]) -> "Pieces":
+        """`encode(text) -> ids` without special tokens; each piece after the task starts with a space."""
+        return cls(bos + encode(TASK), encode(" " + key_line(key)), encode(" " + QUESTION), encode(f" {key}."))
+
+    @property
+    def fixed(self) -> int:
+        """Tokens of a prompt without haystack, the answer included."""
+        return len(self.task) + len(self.line) + len(self.question) + len(self.answer)
+
+    def prompt(self, haystack: list[int], before: int) -> list[int]:
+        return [*self.task, *haystack[:before], *self.line, *haystack[before:], *self.question]
 
 
 def is_evaluation_key(key: str) -> bool:

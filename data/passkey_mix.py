@@ -3,9 +3,13 @@
 Small models trained on books alone never learn to retrieve a passkey, even inside their window,
 so there is nothing to extrapolate. A retrieval sequence teaches it: the task line, a stretch of
 haystack with the key line at a random depth, the question and the answer, then the training text
-goes on to fill the block. Everything in it comes from the training side: the haystack and the
-filling are token runs of the training split itself, the key from training's half of the key
-space (data/passkey.py), lengths, depths and offsets from the run's seed. Which blocks are
+goes on to fill the block. The haystack's length is drawn up to the whole block less the task's
+fixed part, so that every key-question distance up to the window is trained (the evaluation asks
+for them all), and half the sequences start with a run of book text of random length, so that
+the question sits anywhere in the window (slack CoCA's query depends on its absolute position).
+Everything in it comes from the training side: the haystack, the prefix and the filling are
+token runs of the training split itself, the key from training's half of the key space
+(data/passkey.py), lengths, depths and offsets from the run's seed. Which blocks are
 replaced, and by what, depends only on (seed, block index), so a resumed run, at any world size,
 sees exactly the sequences the uninterrupted run would have. Validation stays plain text.
 """
@@ -20,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data.cache import cache_key
 from data.packing import PackedDataset
-from data.passkey import QUESTION, TASK, draw_key, key_line
+from data.passkey import Pieces, draw_key
 from data.tokenizer import adds_bos
 from conf.errors import BadInput
 
@@ -32,17 +36,14 @@ class PasskeyMix(Dataset):
         self._encode = lambda text: tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
         self._bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
         self._eos = tokenizer.eos_token_id
-        self._task, self._question = self._bos + self._encode(TASK), self._encode(" " + QUESTION)
-        # The longest key line and answer (keys have 5 digits: every key encodes alike in length or near).
-        probe = self._pieces("99999")
-        self.shortest = sum(map(len, probe)) + 1  # with the EOS after the answer
+        # Keys have 5 digits: every key encodes alike in length, or nearly.
+        self.shortest = self._pieces("99999").fixed + 1  # with the EOS after the answer
         if self.shortest > self.seq_len:
             raise BadInput(f"data.passkey_fraction={fraction} needs data.seq_len >= {self.shortest} (a retrieval "
-                             f"sequence without haystack), not {self.seq_len}")
+                           f"sequence without haystack), not {self.seq_len}")
 
-    def _pieces(self, key: str) -> tuple[list[int], list[int], list[int], list[int]]:
-        """Task, key line, question and answer of one key, as token ids."""
-        return self._task, self._encode(" " + key_line(key)), self._question, self._encode(f" {key}.")
+    def _pieces(self, key: str) -> Pieces:
+        return Pieces.of(key, self._encode, self._bos)
 
     @property
     def fingerprint(self) -> str:
@@ -62,12 +63,14 @@ class PasskeyMix(Dataset):
 
     def retrieval_sequence(self, index: int) -> list[int]:
         rng = random.Random(f"passkey-mix:{self.seed}:{index}:sequence")
-        key = draw_key(rng, for_evaluation=False)
-        task, line, question, answer = self._pieces(key)
-        fixed = len(task) + len(line) + len(question) + len(answer) + 1
-        haystack = self._training_text(rng, rng.randint(0, max(0, self.seq_len - fixed)))
+        pieces = self._pieces(draw_key(rng, for_evaluation=False))
+        room = max(0, self.seq_len - pieces.fixed - 1)
+        haystack = self._training_text(rng, rng.randint(0, room))
+        # Half the sequences start with book text, which moves the question through the window.
+        prefix = rng.randint(0, room - len(haystack)) if rng.random() < 0.5 else 0
+        start = (self._bos + self._training_text(rng, prefix))[:prefix]
         before = round(rng.random() * len(haystack))
-        sequence = [*task, *haystack[:before], *line, *haystack[before:], *question, *answer, self._eos]
+        sequence = [*start, *pieces.prompt(haystack, before), *pieces.answer, self._eos]
         # The rest of the block: training text again, as a new document.
         return (sequence + self._bos + self._training_text(rng, self.seq_len))[:self.seq_len]
 

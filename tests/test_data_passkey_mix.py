@@ -5,7 +5,7 @@ import pytest
 
 from conf.data_schema import DataConfig, SampleCorpusConfig
 from data import build_datasets
-from data.passkey import is_evaluation_key, key_line
+from data.passkey import QUESTION, is_evaluation_key, key_line
 from tests.runs import QUICK, losses
 from conf.errors import EXIT_PREEMPTED
 from train.evaluation.passkey import make_prompts
@@ -23,7 +23,7 @@ def keys_of(dataset, tokenizer) -> dict[int, str]:
     for index in range(len(dataset)):
         if dataset.is_retrieval(index):
             text = tokenizer.decode(dataset[index]["input_ids"].tolist())
-            found[index] = re.search(r"The pass key is (\d{5})\. Remember it\.", text).group(1)
+            found[index] = re.search(r"The pass key is (\d{5})\.", text).group(1)
     return found
 
 
@@ -40,6 +40,28 @@ def test_a_fraction_of_the_blocks_become_retrieval_sequences_of_the_same_length(
         assert key_line(key) in text and f"What is the pass key? The pass key is {key}.</s>" in text
     plain = next(i for i in range(len(train)) if not train.is_retrieval(i))
     assert train[plain]["input_ids"].equal(train.blocks[plain]["input_ids"])  # the other blocks are untouched
+
+
+def test_retrieval_is_trained_at_every_distance_and_position_the_window_holds(tmp_path, sample_tokenizer):
+    """The evaluation asks for keys up to a window away and questions anywhere in it: training's
+    sequences must reach both, not stop at half the window."""
+    train = mixed(tmp_path, sample_tokenizer, fraction=0.9)
+    question = sample_tokenizer.backend_tokenizer.encode(" " + QUESTION, add_special_tokens=False).ids
+    distances, positions = [], []
+    for index in (i for i in range(len(train)) if train.is_retrieval(i)):
+        ids = train.retrieval_sequence(index)
+        key = keys_of_sequence(ids, sample_tokenizer)
+        line = sample_tokenizer.backend_tokenizer.encode(" " + key_line(key), add_special_tokens=False).ids
+        at = next(i for i in range(len(ids)) if ids[i:i + len(question)] == question)
+        distances.append(at - next(i for i in range(len(ids)) if ids[i:i + len(line)] == line))
+        positions.append(at + len(question))  # where the answer is predicted
+    assert max(distances) > 256 - 80 and min(distances) < 30
+    assert max(positions) > 256 - 12 and min(positions) < 60
+    assert sum(p > 128 for p in positions) > len(positions) / 3  # not only at the start of the window
+
+
+def keys_of_sequence(ids: list[int], tokenizer) -> str:
+    return re.search(r"The pass key is (\d{5})\.", tokenizer.decode(ids)).group(1)
 
 
 def test_the_mix_is_the_same_for_a_seed_and_another_for_another(tmp_path, sample_tokenizer):
@@ -61,9 +83,9 @@ def test_training_keys_never_are_evaluation_keys(tmp_path, sample_tokenizer):
 
 
 def test_a_block_too_short_for_the_task_is_refused(tmp_path, sample_tokenizer):
-    with pytest.raises(ValueError, match=r"data.passkey_fraction=0.3 needs data.seq_len >= 1\d\d \(a retrieval "
-                                         r"sequence without haystack\), not 128"):
-        mixed(tmp_path, sample_tokenizer, seq_len=128)
+    with pytest.raises(ValueError, match=r"data.passkey_fraction=0.3 needs data.seq_len >= \d\d \(a retrieval "
+                                         r"sequence without haystack\), not 48"):
+        mixed(tmp_path, sample_tokenizer, seq_len=48)
     with pytest.raises(ValueError, match=r"data.passkey_fraction=1.0: it must be in \[0, 1\)"):
         mixed(tmp_path, sample_tokenizer, fraction=1.0)
 

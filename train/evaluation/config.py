@@ -19,7 +19,10 @@ class PasskeyConfig:
     # prompt lengths in tokens; empty: no passkey retrieval
     lengths: List[int] = field(default_factory=lambda: list(PAPER_LENGTHS))
     cases: int = 100  # prompts per length, each with its own random 5-digit key
-    # where the key sits in the filler (0: start, 1: end); cases cycle through them
+    # books: a passage of the evaluated split's books around the key, as training's retrieval
+    # sequences have; filler: the original task's repeated sentences (a second, unseen haystack)
+    haystack: str = "books"
+    # where the key sits in the haystack (0: start, 1: end); cases cycle through them
     depths: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     max_new_tokens: int = 8  # LLaMA spells 5 digits as 6 tokens (a space, then one per digit)
 
@@ -64,6 +67,7 @@ def validate(config: EvaluateConfig) -> None:
     problems = Problems()
     problems.choice("model.dtype", config.model.dtype, DTYPE_NAMES)
     problems.choice("logger.mode", config.logger.mode, LOGGER_MODES)
+    problems.choice("eval.passkey.haystack", p.haystack, ("books", "filler"))
     if not e.lengths and not p.lengths:
         problems.add("eval.lengths and eval.passkey.lengths are both empty: nothing to evaluate")
     for key, value in (("eval.stride", e.stride), ("eval.batch_size", e.batch_size),

@@ -1,10 +1,13 @@
-"""Passkey retrieval (Mohtashami & Jaggi, 2023): find a 5-digit key hidden in filler text.
+"""Passkey retrieval (Mohtashami & Jaggi, 2023): find a 5-digit key hidden in a haystack.
 
-The prompt is their task line, filler sentences with the key line at a chosen depth, and the
-question (data/passkey.py); the model answers by greedy decoding with the KV cache. The filler
-is counted in sentences, so a prompt is the longest that fits the requested token length: it
-falls short of it by less than one filler sentence. Keys come from the evaluation's half of the
-key space, which training's retrieval mix (data.passkey_fraction) never uses.
+A prompt is the task line, a haystack with the key line at a chosen depth, and the question,
+built from the same token pieces as training's retrieval sequences (data/passkey.py), to exactly
+the requested number of tokens. The haystack (`eval.passkey.haystack`) is book text of the
+evaluated split, a passage at a seeded random place for each prompt, like the training side's
+own book text (`books`, the default); or the original task's repeated filler sentences
+(`filler`), a second evaluation that no model saw in training. The model answers by greedy
+decoding with the KV cache, under one RoPE scale for the prompt and the answer. Keys come from
+the evaluation's half of the key space, which training's retrieval mix never uses.
 """
 from __future__ import annotations
 
@@ -16,54 +19,66 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from data.passkey import FILLER, QUESTION, TASK, draw_key, key_line
-from train.diagnose import require_finite
-from train.evaluation.rope_state import forget_longer_sequences
-from train.evaluation.stats import wilson
 from conf.errors import BadInput
-
+from data.passkey import FILLER, Pieces, draw_key
+from data.tokenizer import adds_bos
+from train.coca import one_rope_scale
+from train.diagnose import require_finite
+from train.evaluation.stats import wilson
 
 @dataclass(frozen=True)
 class Prompt:
     input_ids: list[int]
     key: str
     depth: float
-    before: int  # filler sentences before the key line
-    sentences: int  # filler sentences in all
+    before: int  # haystack tokens before the key line
+    haystack: int  # haystack tokens in all
 
 
-def prompt_text(key: str, before: int, sentences: int) -> str:
-    filler = [FILLER[i % len(FILLER)] for i in range(sentences)]
-    return " ".join([TASK, *filler[:before], key_line(key), *filler[before:], QUESTION])
+def pieces(tokenizer: PreTrainedTokenizerBase, key: str) -> Pieces:
+    encode = lambda text: tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+    return Pieces.of(key, encode, [tokenizer.bos_token_id] if adds_bos(tokenizer) else [])
 
 
-def build_prompt(tokenizer: PreTrainedTokenizerBase, key: str, length: int, depth: float) -> Prompt:
-    """The longest prompt of at most `length` tokens, the key after round(depth x sentences) of them."""
-
-    def encode(sentences: int) -> list[int]:
-        return tokenizer(prompt_text(key, round(depth * sentences), sentences))["input_ids"]
-
-    bare = len(encode(0))
-    if bare > length:
-        raise BadInput(f"eval.passkey.lengths has {length}: a passkey prompt needs at least {bare} tokens")
-    cycle = len(encode(len(FILLER))) - bare
-    # An estimate from the cost of one cycle of sentences, then corrected one sentence at a time.
-    sentences = max(0, (length - bare) * len(FILLER) // cycle)
-    while sentences > 0 and len(encode(sentences)) > length:
-        sentences -= 1
-    while len(encode(sentences + 1)) <= length:
-        sentences += 1
-    before = round(depth * sentences)
-    return Prompt(encode(sentences), key, depth, before, sentences)
+def build_prompt(tokenizer: PreTrainedTokenizerBase, key: str, length: int, depth: float,
+                 haystack: list[int]) -> Prompt:
+    """A prompt of exactly `length` tokens, the key line after round(depth x haystack) of the haystack's tokens."""
+    parts = pieces(tokenizer, key)
+    room = length - (parts.fixed - len(parts.answer))
+    if room < 0:
+        raise BadInput(f"eval.passkey.lengths has {length}: a passkey prompt needs at least {length - room} tokens")
+    if len(haystack) < room:
+        raise BadInput(f"a passkey prompt of {length} tokens needs {room} tokens of haystack, the text has {len(haystack)}")
+    before = round(depth * room)
+    return Prompt(parts.prompt(haystack[:room], before), key, depth, before, room)
 
 
-def make_prompts(tokenizer: PreTrainedTokenizerBase, length: int, cases: int, depths: list[float],
-                 seed: int) -> list[Prompt]:
-    """`cases` prompts cycling through `depths`, each with its own key; the same for any model."""
+def filler_tokens(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int]:
+    """At least `count` tokens of the original task's filler sentences, repeated."""
+    cycle = tokenizer.backend_tokenizer.encode(" " + " ".join(FILLER), add_special_tokens=False).ids
+    return cycle * (count // len(cycle) + 1)
+
+
+def make_prompts(tokenizer: PreTrainedTokenizerBase, length: int, cases: int, depths: list[float], seed: int,
+                 books: list[list[int]] | None = None) -> list[Prompt]:
+    """`cases` prompts cycling through `depths`, each with its own key and, from `books` (token ids of
+    the evaluated split's books), its own passage; the filler haystack without books. The same for
+    any model."""
+    long_enough = None if books is None else [book for book in books if len(book) >= length]
+    if long_enough == []:
+        raise BadInput(f"eval.passkey.haystack=books needs a book of at least {length} tokens in the evaluated "
+                       "split for eval.passkey.lengths; use shorter lengths or eval.passkey.haystack=filler")
     prompts = []
     for case in range(cases):
-        key = draw_key(random.Random(f"passkey:{seed}:{length}:{case}"), for_evaluation=True)
-        prompts.append(build_prompt(tokenizer, key, length, depths[case % len(depths)]))
+        rng = random.Random(f"passkey:{seed}:{length}:{case}")
+        key = draw_key(rng, for_evaluation=True)
+        if long_enough is None:
+            haystack = filler_tokens(tokenizer, length)
+        else:
+            book = rng.choice(long_enough)
+            start = rng.randrange(0, len(book) - length + 1)
+            haystack = book[start:start + length]
+        prompts.append(build_prompt(tokenizer, key, length, depths[case % len(depths)], haystack))
     return prompts
 
 
@@ -73,9 +88,14 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: P
     device = next(model.parameters()).device
     ids = torch.tensor([prompt.input_ids], device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    forget_longer_sequences(model)
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                         use_cache=True, pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
+    # Under dynamic NTK, one RoPE scale for the prompt and the answer (train/coca.py one_rope_scale):
+    # greedy decoding with the cache, as a user generates, without the answer's queries rotated at
+    # a scale the prompt's cached keys never had. Scoring the key teacher-forced in one forward
+    # would avoid the cache too, but would not show what the model writes.
+    with one_rope_scale(model, ids.shape[1] + max_new_tokens):
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, use_cache=True, pad_token_id=pad, return_dict_in_generate=True,
+                             output_logits=True)
     require_finite(torch.stack(out.logits), model, {"input_ids": ids}, f"passkey prompt of {ids.shape[1]} tokens")
     return tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
 
@@ -87,17 +107,23 @@ def is_correct(answer_text: str, key: str) -> bool:
 def passkey_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
                      max_new_tokens: int) -> dict:
     """{"cases", "correct", "accuracy", "ci" (Wilson, 95%), "by_depth": {depth: {"cases", "correct",
-    "accuracy"}}, "prompt_tokens": [shortest, longest]}."""
-    hits = defaultdict(list)
+    "accuracy"}}, "prompt_tokens": [shortest, longest], "prompts": [{"key", "depth", "answer", "correct"}]},
+    the prompts in their order, the same for every model: what a paired comparison needs."""
+    records = []
     for prompt in tqdm(prompts, desc="passkey", unit="prompt", dynamic_ncols=True):
-        hits[prompt.depth].append(is_correct(answer(model, tokenizer, prompt, max_new_tokens), prompt.key))
-    every = [hit for depth_hits in hits.values() for hit in depth_hits]
+        text = answer(model, tokenizer, prompt, max_new_tokens)
+        records.append({"key": prompt.key, "depth": prompt.depth, "answer": text, "correct": is_correct(text, prompt.key)})
+    hits = defaultdict(list)
+    for record in records:
+        hits[record["depth"]].append(record["correct"])
+    correct = sum(record["correct"] for record in records)
     return {
-        "cases": len(every),
-        "correct": sum(every),
-        "accuracy": sum(every) / len(every),
-        "ci": list(wilson(sum(every), len(every))),
+        "cases": len(records),
+        "correct": correct,
+        "accuracy": correct / len(records),
+        "ci": list(wilson(correct, len(records))),
         "by_depth": {str(depth): {"cases": len(h), "correct": sum(h), "accuracy": sum(h) / len(h)}
                      for depth, h in sorted(hits.items())},
         "prompt_tokens": [min(len(p.input_ids) for p in prompts), max(len(p.input_ids) for p in prompts)],
+        "prompts": records,
     }

@@ -14,7 +14,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from train.coca import CONFIG_KEY
 from train.evaluation.config import EvalConfig, EvaluateConfig, validate
 from train.evaluation.documents import documents
-from train.evaluation.passkey import make_prompts, passkey_accuracy
+from train.evaluation.passkey import Prompt, make_prompts, passkey_accuracy
 from train.evaluation.perplexity import sliding_window_perplexity
 from train.evaluation.plot import plot_runs
 from train.evaluation.report import write_results
@@ -37,7 +37,8 @@ def rope_tag(rope_scaling: Mapping[str, Any] | None) -> str | None:
 def output_dir(e: EvalConfig, ckpt: Checkpoint) -> Path:
     if e.output_dir is not None:
         return Path(e.output_dir).expanduser().absolute()
-    tag = "-".join(filter(None, [rope_tag(e.rope_scaling), e.split if e.split != "test" else None]))
+    tag = "-".join(filter(None, [rope_tag(e.rope_scaling), e.split if e.split != "test" else None,
+                                 "filler" if e.passkey.haystack == "filler" else None]))
     if ckpt.kind == DEEPSPEED:
         return ckpt.run_dir / "eval" / "-".join(filter(None, [ckpt.folder.name, tag]))
     return ckpt.folder / "eval" / (tag or "default")
@@ -74,7 +75,7 @@ def evaluate(config: EvaluateConfig) -> Path:
     lengths = sorted(set(e.lengths))
     # Documents and prompts before weights: bad lengths fail before a 7B model loads.
     docs = documents(config.data, e.split, tokenizer, lengths[-1], e.num_docs) if lengths else None
-    prompts = {n: make_prompts(tokenizer, n, p.cases, list(p.depths), e.seed) for n in sorted(set(p.lengths))}
+    prompts = _passkey_prompts(config, tokenizer)
     model = load_model(ckpt, hf_config, config.model.dtype, config.model.attn_implementation).to(device())
     run = training_run(ckpt)
     label, group = labels(e, ckpt, hf_config, run)
@@ -104,7 +105,7 @@ def evaluate(config: EvaluateConfig) -> Path:
             by_length.append({"length": length, **passkey_accuracy(model, tokenizer, cases, p.max_new_tokens)})
             low, high = by_length[-1]["ci"]
             log.info("passkey accuracy at %d: %.2f [%.2f, %.2f]", length, by_length[-1]["accuracy"], low, high)
-        results["passkey"] = {"cases": p.cases, "depths": list(p.depths), "seed": e.seed,
+        results["passkey"] = {"cases": p.cases, "depths": list(p.depths), "seed": e.seed, "haystack": p.haystack,
                               "max_new_tokens": p.max_new_tokens, "by_length": by_length}
     results["seconds"] = round(time.monotonic() - started, 1)
     folder = output_dir(e, ckpt)
@@ -113,6 +114,18 @@ def evaluate(config: EvaluateConfig) -> Path:
     log_results(results, plot, ckpt, rope_tag(e.rope_scaling) or "default", config.logger)
     log.info("results in %s (eval.json, eval.md, eval.png)", folder)
     return path
+
+
+def _passkey_prompts(config: EvaluateConfig, tokenizer) -> dict[int, list[Prompt]]:
+    """The prompts of every passkey length; with book haystacks, from the evaluated split's books."""
+    e, p = config.eval, config.eval.passkey
+    lengths = sorted(set(p.lengths))
+    books = None
+    if lengths and p.haystack == "books":
+        # Passages one token longer than the longest prompt: the first (BOS where a book starts) is dropped.
+        passages = documents(config.data, e.split, tokenizer, lengths[-1] + 1)
+        books = [doc.ids[1:].tolist() for doc in passages.docs]
+    return {n: make_prompts(tokenizer, n, p.cases, list(p.depths), e.seed, books) for n in lengths}
 
 
 def _perplexities(model: PreTrainedModel, docs: list[torch.Tensor], lengths: list[int], e: EvalConfig) -> list[dict]:
