@@ -1,0 +1,73 @@
+"""Numbers the README's prose quotes are the cells of the published tables (bench/experiments/*.md,
+written by train.report): a rerun that changes a cell, or an edit that changes the prose, fails here
+until the two agree again."""
+from pathlib import Path
+
+import pytest
+
+from tests.runs import REPO
+
+EXPERIMENTS = REPO / "bench" / "experiments"
+
+# (the prose as the README has it, table file, the sentence that heads the table or None for the
+# file's first table, row, column, what the cell starts with)
+CLAIMS = [
+    ("exact + NTK is a finding at 32L (-15.6% ±4.0 [-17.1, -13.8] ✓)", "extrapolation.md",
+     "Change in perplexity against extrapolation_vanilla vanilla + dynamic-x4", "extrapolation_exact exact + dynamic-x4",
+     "4K", "-15.6% ±4.0 [-17.1, -13.8] ✓"),
+    ("slack + NTK (-7.7% ±7.3)", "extrapolation.md",
+     "Change in perplexity against extrapolation_vanilla vanilla + dynamic-x4", "extrapolation_slack slack + dynamic-x4",
+     "4K", "-7.7% ±7.3"),
+    ("At 32L slack is -38.7% [-40.1, -37.0]", "extrapolation.md",
+     "Change in perplexity against extrapolation_vanilla vanilla (paired", "extrapolation_slack slack", "4K",
+     "-38.7% ±5.3 [-40.1, -37.0]"),
+    ("exact -45.4% [-47.2, -43.3]", "extrapolation.md",
+     "Change in perplexity against extrapolation_vanilla vanilla (paired", "extrapolation_exact exact", "4K",
+     "-45.4% ±1.6 [-47.2, -43.3]"),
+    ("slack costs +3.8% ±1.2 [+3.7, +3.9]", "extrapolation-in-window.md", "Change in perplexity",
+     "extrapolation_slack slack", "128", "+3.8% ±1.2 [+3.7, +3.9]"),
+    ("slack and\nexact cost +6.0% and +5.3% in the window", "quick-extrapolation-in-window.md", "Change in perplexity",
+     "extrapolation_slack slack", "128", "+6.0%"),
+    ("slack and\nexact cost +6.0% and +5.3% in the window", "quick-extrapolation-in-window.md", "Change in perplexity",
+     "extrapolation_exact exact", "128", "+5.3%"),
+    ("it costs +1.0% [+1.0, +1.0] in the window", "conversion-in-window.md", "Change in perplexity",
+     "conversion_lowfreq slack", "128", "+1.0% ±0.0 [+1.0, +1.0]"),
+    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
+     "passkey_slack slack", "depth 1.0", "0.03"),
+    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
+     "passkey_slack slack", "depth 0.5", "0.47"),
+    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
+     "passkey_slack slack", "depth 0.75", "0.33"),
+    ("loses the far ones (0.27 at depth 0)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
+     "passkey_vanilla vanilla", "depth 0.0", "0.27"),
+]
+
+
+def table_after(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows, as {column: cell}, of the first Markdown table after the line that starts with `heading`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    rows = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, body = rows[0], rows[2:]
+    return [dict(zip(header, row)) for row in body]
+
+
+@pytest.mark.parametrize("prose, file, heading, row, column, cell", CLAIMS,
+                         ids=[f"{c[1]}:{c[3]}:{c[4]}" for c in CLAIMS])
+def test_a_number_in_the_prose_is_the_cell_it_quotes(prose, file, heading, row, column, cell):
+    readme = (REPO / "README.md").read_text()
+    assert prose in readme, f"the README no longer says {prose!r}"
+    rows = {r["run"]: r for r in table_after((EXPERIMENTS / file).read_text(), heading)}
+    assert rows[row][column].startswith(cell), (file, row, column, rows[row][column])
+
+
+def test_the_sample_has_the_training_books_the_prose_counts(shared_data):
+    import pyarrow.parquet as pq
+
+    books = pq.read_metadata(shared_data / "pg19-sample" / "train.parquet").num_rows
+    assert f"at L = 128 on the {books}\n  training books" in (REPO / "README.md").read_text()
