@@ -26,24 +26,41 @@ def test_every_book_is_cut_into_consecutive_documents_that_never_cross_a_book(sa
     for doc in found.docs:
         assert doc.ids.tolist() == book_ids[doc.book][doc.offset:doc.offset + 512]  # inside its own book
         assert doc.offset % 512 == 0 and doc.title == books[doc.book]["short_book_title"]
-    # Round-robin: the first documents of every book come first, so a cap samples every book.
+    # Round-robin: the first documents of every book come first.
     assert [(doc.book, doc.offset) for doc in found.docs[:SAMPLE_TEST_BOOKS]] == [
         (book, 0) for book in range(SAMPLE_TEST_BOOKS)]
     capped = documents(cfg, "test", sample_tokenizer, 512, cap=SAMPLE_TEST_BOOKS + 1)
-    assert [doc.record() for doc in capped.docs] == [doc.record() for doc in found.docs[:SAMPLE_TEST_BOOKS + 1]]
+    assert [doc.book for doc in capped.docs] == [*range(SAMPLE_TEST_BOOKS), 0]  # a cap samples every book
     assert capped.available == found.available
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_cap_spreads_each_books_share_through_the_book_instead_of_taking_its_opening(sample_tokenizer, extra):
+    cfg = DataConfig(sample=SampleCorpusConfig(num_books=3, words_per_book=3000, seed=4))
+    offsets = {}
+    for doc in documents(cfg, "test", sample_tokenizer, 64).docs:
+        offsets.setdefault(doc.book, []).append(doc.offset)
+    capped = documents(cfg, "test", sample_tokenizer, 64, cap=3 * SAMPLE_TEST_BOOKS + extra)
+    assert [doc.book for doc in capped.docs] == [*range(SAMPLE_TEST_BOOKS)] * 3 + [0] * extra  # still round-robin
+    for book, every in offsets.items():
+        chosen = [doc.offset for doc in capped.docs if doc.book == book]
+        assert len(every) > 20 and chosen == sorted(chosen)
+        if len(chosen) == 3:  # one in each third of the book, none at its start
+            assert 0 < chosen[0] < every[len(every) // 3] <= chosen[1] < every[2 * len(every) // 3] <= chosen[2]
+        else:  # book 0's one more: one in each quarter
+            assert [sum(offset >= every[q * len(every) // 4] for offset in chosen) for q in range(1, 4)] == [3, 2, 1]
 
 
 def test_the_bootstrap_covers_the_mean_of_a_known_distribution_as_often_as_it_claims():
     rng = np.random.default_rng(0)
     covered, widths = 0, []
     for trial in range(200):
-        values = rng.normal(3.0, 0.5, size=100)
+        values = rng.normal(3.0, 0.5, size=400)  # one book of independent documents: blocks of 8
         low, high = bootstrap_mean(values, seed=trial, samples=1000)
         covered += low <= 3.0 <= high
         widths.append(high - low)
     assert 0.90 <= covered / 200 <= 0.99  # a 95% interval
-    assert np.mean(widths) == pytest.approx(2 * 1.96 * 0.5 / math.sqrt(100), rel=0.1)  # the normal theory's width
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * 0.5 / math.sqrt(400), rel=0.1)  # the normal theory's width
     assert bootstrap_mean([1.0, 2.0, 3.0]) == bootstrap_mean([1.0, 2.0, 3.0])  # seeded: the same every time
 
 
@@ -90,8 +107,11 @@ def test_a_difference_within_the_seed_spread_is_not_a_finding(tmp_path):
         runs.append(fake_results(f"vanilla-seed{seed}", [v, v, v], seed=seed, group="vanilla", spread=0.01))
         runs.append(fake_results(f"coca-seed{seed}", [c, c, c], seed=seed, group="coca", spread=0.01))
     groups = {g.label: g for g in group_runs(runs)}
-    result = change(groups["coca"], groups["vanilla"], 512)
-    assert result.interval[0] > 0  # the documents alone would call it real
+    coca, vanilla = groups["coca"], groups["vanilla"]
+    result = change(coca, vanilla, 512)
+    value, low, _ = paired_change(coca.doc_nll(512), vanilla.doc_nll(512), coca.perplexity["documents"])
+    assert low > 0 and result.value == pytest.approx(value)  # the documents alone would call it real
+    assert result.interval[0] < -0.005 < 0.085 < result.interval[1]  # drawing seeds spans their -1% to +9%
     assert result.spread > 0.04 and not result.is_finding
 
 

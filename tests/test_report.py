@@ -28,10 +28,56 @@ def test_table_has_every_length_the_ratio_and_the_change_against_a_baseline(tmp_
     assert re.search(r"\| vanilla \| - \| - \| 10\.00 \[\d+\.\d\d, \d+\.\d\d\] \| 20\.00 \[.*\] \| inf \| inf \|", printed)
     assert re.search(r"\| coca \| - \| - \| 10\.50 \[.*\] \| 21\.00 \[.*\] \| 2\.00x \[2\.00, 2\.00\] \|", printed)
     assert re.search(r"\| coca ntk \| dynamic x4 \| - \| 10\.50 .* \| 1\.20x \[", printed)
-    assert re.search(r"\| coca \| - \| \+5\.0% \[[-+]\d+\.\d, \+\d+\.\d\] \| -40\.0% \[.*\] \| -100\.0% ", printed)
-    assert "✓" not in printed.split("Change in perplexity")[1].split("A cell")[0]  # one seed: never a finding
+    # One seed: the interval alone decides.
+    assert re.search(r"\| coca \| - \| \+5\.0% \[\+\d+\.\d, \+\d+\.\d\] ✓ \| -40\.0% \[-\d+\.\d, -\d+\.\d\] ✓ \| "
+                     r"-100\.0% ", printed)
     assert "Passkey accuracy by length (2 cases per length and seed" in printed
     assert "| coca | - | - | 1.00 [0.34, 1.00] | 0.50 [0.09, 0.91] |" in printed
+
+
+def _seeds_with_prompts(tmp_path, prompts=True):
+    """3 seeds of vanilla and of coca (+8%), 8 documents of 2 books of which 80 were available; at
+    512 tokens coca alone answers 12 of 30 prompts per seed, at 2K 1 of them."""
+    paths = []
+    for seed in range(3):
+        for name, ppl, answered in (("vanilla", 10.0, {512: 10, 2048: 10}), ("coca", 10.8, {512: 22, 2048: 11})):
+            results = fake_results(f"{name}-seed{seed}", [ppl, ppl, ppl], seed=seed, group=name, spread=0.05)
+            results["perplexity"]["available_docs"] = 80
+            for row in results["passkey"]["by_length"] if prompts else ():
+                row["prompts"] = [{"key": str(10000 + i), "depth": 0.5, "answer": "",
+                                   "correct": i < answered[row["length"]]} for i in range(30)]
+            paths.append(str(write_results(results, tmp_path / f"{name}-{seed}")))
+    return paths
+
+
+def test_the_report_shows_each_books_change_the_finding_rule_and_paired_passkey_prompts(tmp_path, capsys):
+    report_main([*_seeds_with_prompts(tmp_path), "--against", "vanilla"])
+    printed = capsys.readouterr().out
+    assert "Perplexity on 8 (each book's share, evenly spaced through it) of the 80 documents of 2048 tokens" in printed
+    assert ("[ ] its 95% interval by a moving-block bootstrap within each book: blocks of ceil(n^(1/3)) "
+            "consecutive documents (at most n/2) for a book of n, wrapping from its end to its start; the ratio's [ ] "
+            "also draws seeds") in printed
+    change_row = re.search(r"\| coca \| - \| \+8\.0% ±0\.0 \[\+\d\.\d, \+\d+\.\d\] ✓ \|", printed)
+    rule = printed.index("✓: a finding: the interval excludes no change and, with k >= 2 seeds, |the mean of the "
+                         "seeds' changes| > t(0.975, k-1) x their standard deviation / sqrt(k) (t = 4.30 for 3 "
+                         "seeds); with one seed, the interval alone decides.")
+    books = printed.index("Each book's own change against vanilla: exp(mean over that book's documents, seeds pooled, "
+                          "of the NLL difference) - 1. The population is these 2 books, not books in general")
+    assert change_row and change_row.start() < rule < books
+    assert "| run | RoPE at eval | book | 512 | 1K | 2K |" in printed
+    for book in (0, 1):
+        cells = r" \| ".join([r"[-+]\d+\.\d%"] * 3)
+        assert re.search(rf"\| coca \| - \| {book}: t \(4 documents\) \| {cells} \|", printed), book
+    assert "Passkey retrieval against vanilla (paired: same prompts, seed s against seed s" in printed
+    assert "| coca | - | +36/-0 p=2.9e-11 ✓ | +3/-0 p=0.25 |" in printed  # 12 and 1 prompts a seed, 3 seeds
+    assert ("A length's prompts are its filler texts x keys (seeded, the same for every model), not independent draws "
+            "of prompts: the test is on these prompts, not on prompts in general.") in printed
+
+
+def test_results_without_passkey_prompts_get_no_paired_passkey_table(tmp_path, capsys):
+    report_main([*_seeds_with_prompts(tmp_path, prompts=False), "--against", "vanilla"])
+    printed = capsys.readouterr().out
+    assert "Passkey accuracy by length" in printed and "Passkey retrieval against" not in printed
 
 
 def test_one_length_has_no_extrapolation_ratio(tmp_path, capsys):

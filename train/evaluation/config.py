@@ -33,7 +33,7 @@ class EvalConfig:
     lengths: List[int] = field(default_factory=lambda: list(PAPER_LENGTHS))
     stride: int = 512  # windows move by this many tokens; every length must be a multiple of it
     # every book of the split is cut into documents of max(lengths) tokens; this caps how many are
-    # read (round-robin over the books); null: every one
+    # read (each book's share, evenly spaced through it); null: every one
     num_docs: Optional[int] = None
     split: str = "test"
     batch_size: int = 1  # windows per forward pass

@@ -5,7 +5,10 @@ Perplexity by window length needs documents of one length, each read from a book
 Each book is tokenized once and cut into consecutive documents of `length` tokens; the tail that
 does not fill one is dropped, and no document crosses from one book into the next. The whole
 split is read. Documents are ordered round-robin over the books (every book's first document,
-then every book's second, ...), so that a cap (`eval.num_docs`) still samples every book.
+then every book's second, ...). A cap (`eval.num_docs`) gives each book its share of the first
+`cap` places of that order, so that every book is sampled, and takes that share at evenly spaced
+places through the book (the middle document of each of `share` equal stretches), still in
+round-robin order: the capped documents are not all book openings (front matter, first chapters).
 
 The `sample` source has no test split of its own: its test books are the next books of the same
 generated series (indices num_books, num_books + 1, ...), which the run never trained on.
@@ -13,6 +16,7 @@ generated series (indices num_books, num_books + 1, ...), which the run never tr
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from itertools import zip_longest
 from typing import Iterable, Iterator
 
@@ -51,21 +55,34 @@ class Documents:
 
 def documents(cfg: DataConfig, split: str, tokenizer: PreTrainedTokenizerBase, length: int,
               cap: int | None = None) -> Documents:
-    """Every document of `length` tokens in `split` (the first `cap` of the round-robin order, if given)."""
+    """Every document of `length` tokens in `split`, round-robin over the books (with a cap, each
+    book's share of the first `cap` places, spread through the book)."""
     books, origin = _books(cfg, split)
     per_book = []
     for index, (title, text) in enumerate(books):
         ids = token_ids(text, tokenizer)
         per_book.append([Document(index, title, start, torch.tensor(ids[start:start + length], dtype=torch.int64))
                          for start in range(0, len(ids) - length + 1, length)])
-    ordered = [doc for round_ in zip_longest(*per_book) for doc in round_ if doc is not None]
+    ordered = _round_robin(per_book)
     if not ordered:
         raise BadInput(f"{origin} holds no document of {length} tokens (max of eval.lengths): its longest book is "
                          f"shorter; lower the lengths")
     if cap is not None and cap > len(ordered):
         raise BadInput(f"eval.num_docs={cap}, but {origin} has only {len(ordered)} documents of {length} tokens "
                          "(max of eval.lengths): lower eval.num_docs (or leave it null: every document)")
-    return Documents(ordered[:cap], origin, len(per_book), len(ordered))
+    return Documents(ordered if cap is None else _spread(per_book, cap), origin, len(per_book), len(ordered))
+
+
+def _round_robin(per_book: list[list[Document]]) -> list[Document]:
+    return [doc for round_ in zip_longest(*per_book) for doc in round_ if doc is not None]
+
+
+def _spread(per_book: list[list[Document]], cap: int) -> list[Document]:
+    """Each book's share of the first `cap` round-robin places, the middles of equal stretches of
+    the book, in round-robin order."""
+    shares = Counter(doc.book for doc in _round_robin(per_book)[:cap])
+    return _round_robin([[docs[(2 * i + 1) * len(docs) // (2 * shares[book])] for i in range(shares[book])]
+                         for book, docs in enumerate(per_book)])
 
 
 def token_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:

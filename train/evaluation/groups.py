@@ -2,26 +2,24 @@
 
 Every eval.json names its `group`: the training run's name, variant and RoPE setting, without what
 tells seeds apart. A group's perplexity at a length is exp of the mean NLL over its seeds and
-documents; its document interval bootstraps the seed-mean NLL per document; its seed spread is
-the standard deviation of the seeds' own perplexities. Comparisons are paired twice over: on the
-same documents, and seed against seed where both groups have that seed (the seeds of a model and
-its baseline share their data order and initialisation).
+documents; its document interval block-bootstraps the seed-mean NLL per document within each
+book (train/evaluation/stats.py); its seed spread is the standard deviation of the seeds' own
+perplexities. Comparisons are paired twice over: on the same documents (or passkey prompts), and
+seed against seed where both groups have that seed (the seeds of a model and its baseline share
+their data order and initialisation); a perplexity change pairs a seed the baseline lacks with the
+baseline's seed-mean.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from train.evaluation.stats import paired_change, perplexity_interval, spread, wilson
+from train.evaluation.stats import (book_changes, exp_or_inf, is_finding, mcnemar, perplexity_interval, seed_change,
+                                    spread, wilson)
 from conf.errors import BadInput
-
-
-def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else math.inf
 
 
 @dataclasses.dataclass
@@ -50,13 +48,13 @@ class Group:
         return np.mean(self.seed_nll(length), axis=0)
 
     def ppl(self, length: int) -> float:
-        return _exp(float(self.doc_nll(length).mean()))
+        return exp_or_inf(float(self.doc_nll(length).mean()))
 
     def ppl_interval(self, length: int) -> tuple[float, float]:
-        return perplexity_interval(self.doc_nll(length))
+        return perplexity_interval(self.doc_nll(length), self.perplexity["documents"])
 
     def ppl_spread(self, length: int) -> float | None:
-        return spread([_exp(float(nll.mean())) for nll in self.seed_nll(length)])
+        return spread([exp_or_inf(float(nll.mean())) for nll in self.seed_nll(length)])
 
     def passkey(self) -> dict[int, dict]:
         """Accuracy by length, pooled over seeds: {length: {"correct", "cases", "accuracy", "ci", "spread"}}."""
@@ -87,20 +85,33 @@ class Group:
             entry["ci"] = wilson(entry["correct"], entry["cases"])
         return dict(sorted(pooled.items(), key=lambda item: float(item[0])))
 
+    def passkey_prompts(self, length: int) -> dict:
+        """{seed: its per-prompt records at `length`}, for the seeds whose eval.json stores them."""
+        found = {}
+        for seed, run in zip(self.seeds, self.runs):
+            row = next((r for r in (run["passkey"] or {}).get("by_length", []) if r["length"] == length), None)
+            if row is not None and "prompts" in row:
+                found[seed] = row["prompts"]
+        return found
+
 
 @dataclasses.dataclass(frozen=True)
 class Change:
     """A paired change in perplexity, as a fraction (+0.043 is 4.3% higher)."""
 
     value: float
-    interval: tuple[float, float]  # 95%, over documents
-    spread: float | None  # standard deviation of the seeds' own changes; None with one seed pair
+    interval: tuple[float, float]  # 95%, two-level: seeds, then document blocks (stats.seed_change)
+    per_seed: tuple[float, ...]  # each seed's own change against the baseline
+    by_book: dict[int, float]  # each book's own change, seeds pooled; empty where the records name no books
+
+    @property
+    def spread(self) -> float | None:
+        """The standard deviation of the seeds' own changes; None with one seed."""
+        return spread(self.per_seed)
 
     @property
     def is_finding(self) -> bool:
-        """Larger than both its interval (which then excludes no change) and twice the seed spread."""
-        low, high = self.interval
-        return (low > 0 or high < 0) and self.spread is not None and abs(self.value) > 2 * self.spread
+        return is_finding(self.interval, self.per_seed)
 
 
 def _row(run: dict, length: int) -> dict:
@@ -114,12 +125,29 @@ def change(group: Group, baseline: Group, length: int, baseline_length: int | No
     if group.perplexity["documents"] != baseline.perplexity["documents"]:
         raise BadInput(f"{group.label!r} and {baseline.label!r} were evaluated on other documents: a paired "
                          "comparison needs the same ones")
-    value, low, high = paired_change(group.doc_nll(length), baseline.doc_nll(baseline_length))
-    ours = dict(zip(group.seeds, group.seed_nll(length)))
-    theirs = dict(zip(baseline.seeds, baseline.seed_nll(baseline_length)))
-    theirs_mean = np.mean(list(theirs.values()), axis=0)
-    per_seed = [_exp(float((nll - theirs.get(seed, theirs_mean)).mean())) - 1 for seed, nll in ours.items()]
-    return Change(value, (low, high), spread(per_seed))
+    theirs = {seed: nll for seed, nll in zip(baseline.seeds, baseline.seed_nll(baseline_length)) if seed is not None}
+    theirs_mean = baseline.doc_nll(baseline_length)
+    differences = np.array([nll - theirs.get(seed, theirs_mean)
+                            for seed, nll in zip(group.seeds, group.seed_nll(length))])
+    documents = group.perplexity["documents"]
+    value, low, high = seed_change(differences, documents)
+    per_seed = tuple(exp_or_inf(float(row.mean())) - 1 for row in differences)
+    return Change(value, (low, high), per_seed, book_changes(differences.mean(axis=0), documents))
+
+
+def passkey_change(group: Group, baseline: Group, length: int) -> tuple[int, int, float] | None:
+    """McNemar's test of `group` against `baseline` on the passkey prompts at `length`, seed s
+    against seed s, the pairs of every seed pooled: (prompts only `group` answers, only `baseline`
+    answers, p); None where no seed of both stores its prompts there, or their numbers differ."""
+    ours, theirs = group.passkey_prompts(length), baseline.passkey_prompts(length)
+    pairs = [(ours[seed], theirs[seed]) for seed in ours if seed in theirs]
+    if not pairs or any(len(a) != len(b) for a, b in pairs):
+        return None
+    for a, b in pairs:
+        if [(p["key"], p["depth"]) for p in a] != [(p["key"], p["depth"]) for p in b]:
+            raise BadInput(f"{group.label!r} and {baseline.label!r} were asked other passkey prompts at {length} "
+                           "tokens: a paired test needs the same ones (the same eval.seed)")
+    return mcnemar([p["correct"] for a, _ in pairs for p in a], [p["correct"] for _, b in pairs for p in b])
 
 
 def _rope(run: dict) -> str:

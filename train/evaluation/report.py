@@ -42,7 +42,7 @@ def read_results(path: Path) -> dict[str, Any]:
 def documents_read(ppl: dict[str, Any]) -> str:
     """E.g. "all 80 documents of 4096 tokens that the 4 books of local:... split 'test' hold"."""
     which = (f"all {ppl['num_docs']}" if ppl["num_docs"] == ppl["available_docs"]
-             else f"{ppl['num_docs']} (round-robin over the books) of the {ppl['available_docs']}")
+             else f"{ppl['num_docs']} (each book's share, evenly spaced through it) of the {ppl['available_docs']}")
     return f"{which} documents of {ppl['doc_tokens']} tokens that the {ppl['books']} books of {ppl['data']} hold"
 
 

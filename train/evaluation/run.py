@@ -7,13 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from transformers import PretrainedConfig, PreTrainedModel
 
 from train.coca import CONFIG_KEY
 from train.evaluation.config import EvalConfig, EvaluateConfig, validate
-from train.evaluation.documents import documents
+from train.evaluation.documents import Documents, documents
 from train.evaluation.passkey import Prompt, make_prompts, passkey_accuracy
 from train.evaluation.perplexity import sliding_window_perplexity
 from train.evaluation.plot import plot_runs
@@ -98,7 +97,7 @@ def evaluate(config: EvaluateConfig) -> Path:
             "data": docs.origin, "split": e.split, "books": docs.books, "num_docs": len(docs.docs),
             "available_docs": docs.available, "doc_tokens": lengths[-1], "stride": e.stride,
             "documents": [doc.record() for doc in docs.docs],
-            "by_length": _perplexities(model, [doc.ids for doc in docs.docs], lengths, e)}
+            "by_length": _perplexities(model, docs, lengths, e)}
     if prompts:
         by_length = []
         for length, cases in prompts.items():
@@ -128,16 +127,18 @@ def _passkey_prompts(config: EvaluateConfig, tokenizer) -> dict[int, list[Prompt
     return {n: make_prompts(tokenizer, n, p.cases, list(p.depths), e.seed, books) for n in lengths}
 
 
-def _perplexities(model: PreTrainedModel, docs: list[torch.Tensor], lengths: list[int], e: EvalConfig) -> list[dict]:
+def _perplexities(model: PreTrainedModel, docs: Documents, lengths: list[int], e: EvalConfig) -> list[dict]:
+    """Each length's perplexity, its interval by the block bootstrap within each book (stats.py)."""
+    ids, records = [doc.ids for doc in docs.docs], [doc.record() for doc in docs.docs]
     rows = []
     for length in lengths:
         # max_batch_tokens lets one setting batch many short windows and few long ones.
         per_batch = e.batch_size if e.max_batch_tokens is None else min(e.batch_size,
                                                                          max(1, e.max_batch_tokens // length))
-        result = sliding_window_perplexity(model, docs, length, e.stride, per_batch)
-        low, high = perplexity_interval(result.doc_nll)
+        result = sliding_window_perplexity(model, ids, length, e.stride, per_batch)
+        low, high = perplexity_interval(result.doc_nll, records)
         log.info("perplexity at %d: %.4g [%.4g, %.4g] (%d documents, %d windows)", length, result.ppl, low, high,
-                 len(docs), result.windows)
+                 len(ids), result.windows)
         rows.append({"length": length, "ppl": result.ppl, "ppl_ci": [low, high], "nll": result.nll,
                      "tokens": result.tokens, "windows": result.windows, "doc_nll": result.doc_nll})
     return rows

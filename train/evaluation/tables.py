@@ -1,23 +1,39 @@
 """Tables comparing several evaluations (eval.json), for `python -m train.report` and the README's Results.
 
 - Perplexity: a row per model (its seeds pooled, train/evaluation/groups.py), a column per window
-  length, each cell the perplexity with its seed spread and document interval, and the
-  extrapolation ratio ppl(longest) / ppl(shortest), itself a paired quantity with its interval.
+  length, each cell the perplexity with its seed spread and block-bootstrap document interval
+  (train/evaluation/stats.py), and the extrapolation ratio ppl(longest) / ppl(shortest), itself a
+  paired quantity with its two-level interval.
 - For each baseline named with --against: the paired change of every model against it at every
-  length, marked where it is a finding (larger than its interval and twice the seed spread).
+  length with its two-level interval (seeds, then document blocks), marked where it is a finding
+  (stats.is_finding); beneath, each book's own change, so that a reader sees whether one book
+  drives the result.
 - Passkey accuracy by length (Wilson intervals, seeds pooled) and by depth, when some model
-  retrieves keys at its shortest length; otherwise one line says that none does.
+  retrieves keys at its shortest length; otherwise one line says that none does. For each
+  baseline, where the eval.json files store their prompts: McNemar's test of every model against
+  it on the same prompts at every length.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from train.evaluation.groups import Change, Group, change, group_runs
+from train.evaluation.groups import Change, Group, change, group_runs, passkey_change
 from train.evaluation.report import documents_read, length_name, markdown_table, number
+from train.evaluation.stats import BLOCK_RULE, t_quantile
 from conf.errors import BadInput
 
 FINDING = "✓"
+SIGNIFICANCE = 0.05
+CHANGE_CAPTION = (
+    "A cell: the change in perplexity, ± the standard deviation of the seeds' own changes (seed s against the "
+    "baseline's seed s), [ ] its 95% two-level bootstrap interval: each draw takes seeds with replacement and, for "
+    f"them, resamples the documents by {BLOCK_RULE}; with one seed, the block bootstrap alone. {FINDING}: a "
+    "finding: the interval excludes no change and, with k >= 2 seeds, |the mean of the seeds' changes| > "
+    f"t(0.975, k-1) x their standard deviation / sqrt(k) (t = {t_quantile(2):.2f} for 3 seeds); with one seed, "
+    "the interval alone decides.")
 
 
 def _ppl_cell(group: Group, length: int) -> str:
@@ -28,7 +44,7 @@ def _ppl_cell(group: Group, length: int) -> str:
 
 
 def _change_cell(c: Change, ratio: bool = False) -> str:
-    """value ±seed spread [document interval], as a ratio ppl(longest) / ppl(shortest) or as a change in %."""
+    """value ±seed spread [two-level interval], as a ratio ppl(longest) / ppl(shortest) or as a change in %."""
     low, high = c.interval
     if any(math.isinf(x) for x in (c.value, low, high)):
         return "inf"
@@ -60,15 +76,40 @@ def perplexity_table(groups: list[Group]) -> str:
 
 
 def change_table(groups: list[Group], baseline: Group) -> str:
+    """The change of every model against `baseline`, the rule for its marks, and each book's own change."""
     lengths = baseline.lengths
+    others = [g for g in groups if g is not baseline]
+    changes = {(g.label, n): change(g, baseline, n) for g in others for n in lengths}
     header = ["run", "RoPE at eval", *map(length_name, lengths)]
-    body = [[g.label, g.rope, *(_change_cell(change(g, baseline, n)) for n in lengths)]
-            for g in groups if g is not baseline]
-    return (f"Change in perplexity against {baseline.label} (paired: same documents, seed against seed):\n\n"
-            + markdown_table(header, body))
+    body = [[g.label, g.rope, *(_change_cell(changes[g.label, n]) for n in lengths)] for g in others]
+    return "\n\n".join(part for part in [
+        f"Change in perplexity against {baseline.label} (paired: same documents, seed against seed):",
+        markdown_table(header, body), CHANGE_CAPTION, _book_table(others, baseline, changes)] if part)
 
 
-def passkey_tables(groups: list[Group]) -> str:
+def _book_table(groups: list[Group], baseline: Group, changes: dict[tuple[str, int], Change]) -> str:
+    """Each book's own change at every length: a row per model and book; none where the records name no books."""
+    lengths = baseline.lengths
+    if not groups or not changes[groups[0].label, lengths[0]].by_book:
+        return ""
+    documents = baseline.perplexity["documents"]
+    titles = {d["book"]: d["title"] for d in documents}
+    counts = Counter(d["book"] for d in documents)
+    body = [[g.label, g.rope, f"{book}: {titles[book]} ({counts[book]} documents)",
+             *(_percent(changes[g.label, n].by_book[book]) for n in lengths)]
+            for g in groups for book in sorted(titles)]
+    return (f"Each book's own change against {baseline.label}: exp(mean over that book's documents, seeds pooled, "
+            f"of the NLL difference) - 1. The population is these {len(titles)} books, not books in general; a "
+            "change that one book drives shows here.\n\n"
+            + markdown_table(["run", "RoPE at eval", "book", *map(length_name, lengths)], body))
+
+
+def _percent(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{100 * value:+.1f}%"
+
+
+def passkey_tables(groups: list[Group], baselines: Sequence[Group] = ()) -> str:
+    """Accuracy by length and by depth; against each of `baselines`, the paired tests where prompts are stored."""
     keyed = [g for g in groups if g.runs[0]["passkey"] is not None]
     if not keyed:
         return ""
@@ -88,10 +129,35 @@ def passkey_tables(groups: list[Group]) -> str:
     depth_body = [[g.label, g.rope, *(_accuracy_cell(depths[g.label][d]) if d in depths[g.label] else "" for d in names)]
                   for g in keyed]
     cases = keyed[0].runs[0]["passkey"]["cases"]
-    return (f"Passkey accuracy by length ({cases} cases per length and seed; [ ]: 95% Wilson interval, seeds "
-            f"pooled):\n\n" + markdown_table(["run", "RoPE at eval", "seeds", *map(length_name, lengths)], body)
-            + "\n\nPasskey accuracy by the key's depth in the filler (0: start, 1: end), all lengths pooled:\n\n"
-            + markdown_table(["run", "RoPE at eval", *(f"depth {d}" for d in names)], depth_body))
+    paired = [_paired_passkey_table(keyed, baseline, lengths) for baseline in baselines
+              if baseline.runs[0]["passkey"] is not None]
+    return "\n\n".join(part for part in [
+        f"Passkey accuracy by length ({cases} cases per length and seed; [ ]: 95% Wilson interval, seeds pooled):",
+        markdown_table(["run", "RoPE at eval", "seeds", *map(length_name, lengths)], body),
+        "Passkey accuracy by the key's depth in the filler (0: start, 1: end), all lengths pooled:",
+        markdown_table(["run", "RoPE at eval", *(f"depth {d}" for d in names)], depth_body), *paired] if part)
+
+
+def _paired_passkey_table(groups: list[Group], baseline: Group, lengths: list[int]) -> str:
+    """Every model against `baseline` on the same prompts (McNemar); none where no eval.json stores its prompts."""
+    others = [g for g in groups if g is not baseline]
+    tests = {(g.label, n): passkey_change(g, baseline, n) for g in others for n in lengths}
+    if all(test is None for test in tests.values()):
+        return ""
+    body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g in others]
+    return (f"Passkey retrieval against {baseline.label} (paired: same prompts, seed s against seed s, the pairs "
+            "of all seeds pooled):\n\n" + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
+            + f"\n\nA cell: +k/-m: k prompts that only the model answers, m that only {baseline.label} answers; p: "
+            f"McNemar's exact two-sided test on those k + m prompts; {FINDING}: p < {SIGNIFICANCE}. A length's "
+            "prompts are its filler texts x keys (seeded, the same for every model), not independent draws of "
+            "prompts: the test is on these prompts, not on prompts in general.")
+
+
+def _mcnemar_cell(test: tuple[int, int, float] | None) -> str:
+    if test is None:
+        return ""
+    only_model, only_baseline, p = test
+    return f"+{only_model}/-{only_baseline} p={p:.2g}" + (f" {FINDING}" if p < SIGNIFICANCE else "")
 
 
 def _accuracy_cell(entry: dict) -> str:
@@ -101,22 +167,20 @@ def _accuracy_cell(entry: dict) -> str:
 
 def report(runs: list[dict[str, Any]], against: list[str]) -> str:
     groups = group_runs(runs)
-    with_ppl = [g for g in groups if g.perplexity is not None]
-    by_label = {g.label: g for g in with_ppl}
+    by_label = {g.label: g for g in groups}
     for label in against:
         if label not in by_label:
             raise BadInput(f"--against {label!r} is none of the runs: {', '.join(map(repr, by_label))}")
+    baselines = [by_label[label] for label in against]
+    with_ppl = [g for g in groups if g.perplexity is not None]
     parts = []
     if with_ppl:
         ppl = with_ppl[0].perplexity
         parts.append(perplexity_table(with_ppl))
+        ratio = "; the ratio's [ ] also draws seeds, as a change's does" if len(with_ppl[0].lengths) > 1 else ""
         parts.append(f"Perplexity on {documents_read(ppl)}, windows moved by {ppl['stride']} tokens. A cell: the "
-                     "perplexity (seeds pooled), ± the standard deviation of the seeds' perplexities, [ ] the 95% "
-                     "bootstrap interval over documents.")
-        parts += [change_table(with_ppl, by_label[label]) for label in against]
-        if against:
-            parts.append(f"A cell: the change in perplexity, ± the standard deviation of the seeds' own changes, "
-                         f"[ ] its 95% interval over documents; {FINDING}: a finding, larger than its interval "
-                         "(which excludes no change) and than twice the seed spread.")
-    parts.append(passkey_tables(groups))
+                     "perplexity (seeds pooled), ± the standard deviation of the seeds' perplexities, [ ] its 95% "
+                     f"interval by {BLOCK_RULE}{ratio}.")
+        parts += [change_table(with_ppl, baseline) for baseline in baselines if baseline.perplexity is not None]
+    parts.append(passkey_tables(groups, baselines))
     return "\n\n".join(part for part in parts if part) + "\n"
