@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Experiment 2, the paper's LLaMA conversion in miniature: the vanilla model of experiment 1 (its
-# seed 0; run launch/experiments/extrapolation.sh first) stands in for LLaMA. It is converted to
+# Experiment 2, the paper's LLaMA conversion in miniature: the vanilla models of experiment 1 (run
+# launch/experiments/extrapolation.sh first) stand in for LLaMA: a conversion with seed s starts from
+# experiment 1's vanilla seed s, so the seed spread includes the parent's. Each is converted to
 # slack CoCA and fine-tuned at L with one budget (600 steps, conf/experiment/conversion.yaml) in
 # each of these ways:
 #   conversion_vanilla     the parent fine-tuned as vanilla: the baseline to beat
@@ -18,19 +19,22 @@
 #   launch/experiments/conversion.sh [training overrides...]
 # shellcheck source=launch/experiments/common.sh
 . "$(dirname "$0")/common.sh"
-PARENT=$ROOT/extrapolation_vanilla-seed0
-[[ -d $PARENT/checkpoints ]] || { echo "no parent run at $PARENT: run launch/experiments/extrapolation.sh first" >&2; exit 2; }
+mapfile -t PARENTS < <(runs extrapolation_vanilla)
+for parent in "${PARENTS[@]}"; do
+    [[ -d $parent/checkpoints ]] || { echo "no parent run at $parent: run launch/experiments/extrapolation.sh first" >&2; exit 2; }
+done
+PARENT="model.init_from=$ROOT/extrapolation_vanilla-seed\${seed}"  # Hydra resolves it per seed
 NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_fit)
 CHOSEN=${CHOSEN:-conversion_lowfreq}
 BUDGETS=${BUDGETS:-2 4}
 VAL_DOCS=${VAL_DOCS:-12}
 
 train() {  # train NAME SEEDS [overrides]: one sweep over the seeds, from the parent
-    python -m train.finetune -m "+experiment=$1" "seed=$2" "model.init_from=$PARENT" "${TRAIN_ARGS[@]}" "${@:3}"
+    python -m train.finetune -m "+experiment=$1" "seed=$2" "$PARENT" "${TRAIN_ARGS[@]}" "${@:3}"
 }
 
 # 1. The choice, on the validation books (Jane Eyre and A Tale of Two Cities in the sample).
-python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" seed=0 "model.init_from=$PARENT" \
+python -m train.finetune -m "+experiment=$(IFS=,; echo "${NAMES[*]}")" seed=0 "$PARENT" \
     "${TRAIN_ARGS[@]}" "$@"
 mapfile -t FIRST < <(SEEDS=0 runs "${NAMES[@]}")
 EVAL_SPLIT=validation EVAL_DOCS=$VAL_DOCS evaluate "${FIRST[@]}"
@@ -49,13 +53,13 @@ for name in "${NAMES[@]}"; do
     fi
 done
 
-# 3. Every run on the test books, beside the parent.
-evaluate "$PARENT" "${RUNS[@]}"
-mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
+# 3. Every run on the test books, beside the parents.
+evaluate "${PARENTS[@]}" "${RUNS[@]}"
+mapfile -t EVALS < <(results "${PARENTS[@]}" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "conversion_vanilla vanilla" \
     --against "conversion_vanilla vanilla + dynamic-x4" --out "$ROOT/conversion.md"
-in_window "$PARENT" "${RUNS[@]}"
-python -m train.report "$PARENT/eval/in-window/eval.json" "${RUNS[@]/%//eval/in-window/eval.json}" \
+in_window "${PARENTS[@]}" "${RUNS[@]}"
+python -m train.report "${PARENTS[@]/%//eval/in-window/eval.json}" "${RUNS[@]/%//eval/in-window/eval.json}" \
     --against "conversion_vanilla vanilla" --out "$ROOT/conversion-in-window.md"
 python -m train.plot "$ROOT/conversion.png" "${EVALS[@]}" --title "Experiment 2: converting a vanilla model at L=$L"
 
