@@ -39,8 +39,8 @@ def output_dir(e: EvalConfig, ckpt: Checkpoint) -> Path:
     tag = "-".join(filter(None, [rope_tag(e.rope_scaling), e.split if e.split != "test" else None,
                                  "filler" if e.passkey.haystack == "filler" else None]))
     if ckpt.kind == DEEPSPEED:
-        return ckpt.run_dir / "eval" / "-".join(filter(None, [ckpt.folder.name, tag]))
-    return ckpt.folder / "eval" / (tag or "default")
+        return ckpt.home / "eval" / "-".join(filter(None, [ckpt.folder.name, tag]))
+    return ckpt.home / "eval" / (tag or "default")
 
 
 def training_run(ckpt: Checkpoint) -> dict[str, Any] | None:
@@ -59,7 +59,7 @@ def labels(e: EvalConfig, ckpt: Checkpoint, config: PretrainedConfig, run: dict 
         return e.label, e.label
     tag = rope_tag(e.rope_scaling)
     suffix = f" {getattr(config, CONFIG_KEY, None) or 'vanilla'}" + (f" + {tag}" if tag else "")
-    name = ckpt.run_dir.name if ckpt.kind == DEEPSPEED else ckpt.folder.name
+    name = ckpt.name
     return name + suffix, (run["name"] if run else name) + suffix
 
 
@@ -68,7 +68,7 @@ def evaluate(config: EvaluateConfig) -> Path:
     started = time.monotonic()
     validate(config)
     e, p = config.eval, config.eval.passkey
-    ckpt = resolve(config.checkpoint)
+    ckpt = resolve(config.checkpoint, cache_dir=config.data.cache_dir)
     hf_config = checkpoint_config(ckpt, e.rope_scaling, "eval.rope_scaling")
     tokenizer = load_checkpoint_tokenizer(ckpt)
     lengths = sorted(set(e.lengths))

@@ -22,6 +22,7 @@ from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained, warn_of_flex_on_cpu
 from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
+from data.gguf_model import gguf_folder, is_gguf
 from train.trainer.state import STATE_FILE, read_state
 from conf.errors import BadInput
 
@@ -38,10 +39,26 @@ class Checkpoint:
     run_dir: Path | None = None  # the training run a step folder belongs to
     step: int | None = None
     wandb_run_id: str | None = None
+    gguf: Path | None = None  # the GGUF file an EXPORTED folder was dequantized from (data/gguf_model.py)
+
+    @property
+    def name(self) -> str:
+        """How tables and folders name it: the run, or the exported folder (the GGUF file's stem)."""
+        return self.run_dir.name if self.kind == DEEPSPEED else (self.gguf.stem if self.gguf else self.folder.name)
+
+    @property
+    def home(self) -> Path:
+        """Where its evaluations go by default: the step folder's run_dir, or beside the model."""
+        if self.kind == DEEPSPEED:
+            return self.run_dir
+        return self.gguf.parent / f"{self.gguf.stem}-eval" if self.gguf else self.folder
 
 
-def resolve(path: str, key: str = "checkpoint") -> Checkpoint:
-    """What `path` names; `key` is the config key it came from, for messages."""
+def resolve(path: str, key: str = "checkpoint", cache_dir: str | None = None) -> Checkpoint:
+    """What `path` names; `key` is the config key it came from, for messages. A .gguf file is read
+    through its dequantized folder in the cache under `cache_dir` (data.cache_dir)."""
+    if is_gguf(path):
+        return Checkpoint(gguf_folder(path, cache_dir, key), EXPORTED, gguf=Path(path).expanduser().absolute())
     folder = Path(path).expanduser().absolute()
     if not folder.is_dir():
         raise BadInput(f"{key}={path!r} is not a folder")

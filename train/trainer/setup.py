@@ -24,6 +24,7 @@ from transformers.integrations import HfDeepSpeedConfig
 
 from conf import FinetuneConfig
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
+from data.gguf_model import gguf_folder, is_gguf
 from data.tokenizer import tokenizer_fingerprint
 from train.coca import CONFIG_KEY, CocaAttention, convert_to_coca
 from train.parallel import sequence_parallel, tiling
@@ -86,6 +87,8 @@ def setup(config: FinetuneConfig) -> Components:
 
 def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: float,
            checkpoints: CheckpointManager) -> Components:
+    resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}  # as the user gave it, .gguf paths included
+    config = _with_gguf_dequantized(config)
     plan, init_from = checkpoints.plan(config.resume, config.model.init_from)
     resume_from = plan.chosen
 
@@ -116,7 +119,6 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     state = _restore(engine, sampler, resume_from, init_from)
     if init_from is not None:
         _apply_t_init_after_load(config, engine, init_from, train_set)
-    resolved = dataclasses.asdict(config) | {"run_dir": str(run_dir)}
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
@@ -125,6 +127,25 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
                       checkpoints, identity, started, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
+
+
+def _with_gguf_dequantized(config: FinetuneConfig) -> FinetuneConfig:
+    """`config` with a .gguf model.name_or_path or model.tokenizer replaced by its dequantized folder
+    (data/gguf_model.py). Rank 0 makes it first, so a bad file is one line on every rank; then the
+    first rank of each node (a node-local cache gets its own copy), then the others, from the cache."""
+    m = config.model
+    files = {key: getattr(m, key) for key in ("name_or_path", "tokenizer") if is_gguf(getattr(m, key))}
+    if not files:
+        return config
+
+    def folders() -> dict[str, str]:
+        return {key: str(gguf_folder(path, config.data.cache_dir, f"model.{key}")) for key, path in files.items()}
+
+    distributed.main_decides(folders, long=True)
+    if distributed.local_rank() == 0:
+        folders()
+    distributed.wait_long()
+    return dataclasses.replace(config, model=dataclasses.replace(m, **folders()))
 
 
 def _datasets(config: FinetuneConfig, tokenizer) -> tuple[Dataset, PackedDataset | None]:
