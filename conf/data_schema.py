@@ -22,8 +22,11 @@ class DataConfig:
     hub_name: str = "emozilla/pg19"
     streaming: bool = False
     seq_len: int = 256
+    # concat: blocks cut from the books' concatenation, attention across documents inside a block;
+    # documents: position ids restart at each document, so no token attends across a boundary
+    packing: str = "concat"
     # mask the loss on the first token of each document (the one predicted across a boundary)
-    # by setting its label to -100; attention still spans the whole block
+    # by setting its label to -100; attention still spans the whole block (packing=documents does it too)
     mask_doc_boundaries: bool = False
     # without a validation split (sample; local without validation* files) hold out this
     # fraction of the training books, chosen by a fixed seed; 0: no validation split

@@ -31,7 +31,7 @@ def build_splits(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[st
     splits = {}
     for name, ds in raw.items():
         store, cached = token_store(ds, name, origin, tokenizer, cfg.num_proc, root)
-        splits[name] = Split(PackedDataset(store, cfg.seq_len, cfg.mask_doc_boundaries), cached)
+        splits[name] = Split(PackedDataset(store, cfg.seq_len, cfg.mask_doc_boundaries, cfg.packing), cached)
         # So that a user sees which files trained and which were held out, and how much of each.
         books = f"{store.num_documents:,} book{'' if store.num_documents == 1 else 's'}"
         log.info("data split %s: %s, %s, %s tokens", name, sources[name], books, f"{store.num_tokens:,}")
@@ -55,5 +55,7 @@ def check_config(cfg: DataConfig) -> None:
         raise BadInput(f"data.validation_fraction={cfg.validation_fraction}: it must be in [0, 1)")
     if not 0 <= cfg.passkey_fraction < 1:
         raise BadInput(f"data.passkey_fraction={cfg.passkey_fraction}: it must be in [0, 1)")
+    if cfg.packing not in PackedDataset.PACKINGS:
+        raise BadInput(f"data.packing={cfg.packing!r} is not supported; choose one of {', '.join(PackedDataset.PACKINGS)}")
     if cfg.num_proc < 1:
         raise BadInput(f"data.num_proc={cfg.num_proc}: it must be at least 1")

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conf.data_schema import DataConfig, SampleCorpusConfig
+from conf.errors import BadInput
 from data.packing import IGNORE_INDEX
 from data.pipeline import build_datasets
 from data.sample_corpus import generate_books
@@ -95,3 +96,67 @@ def test_seq_len_longer_than_the_corpus_and_oversized_tokenizers_fail(tmp_path, 
     check_tokenizer_fits(sample_tokenizer, 512)
     with pytest.raises(ValueError, match="has 512 tokens but the model's vocab_size is 500"):
         check_tokenizer_fits(sample_tokenizer, 500)
+
+
+# ---------------------------------------------------------------- packing=documents
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "slack", "exact"])
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_a_packed_block_gives_each_document_the_logits_it_gets_alone(variant, kernel):
+    """Restarting position ids are all transformers needs to keep documents apart, without a KV
+    cache, as the trainer runs (float64; RoPE's tables are fp32 in transformers, hence 1e-6)."""
+    from tests.test_coca import tiny_config, tiny_model
+    from train.coca import convert_to_coca
+
+    model = tiny_model(config=tiny_config(max_position_embeddings=64))
+    if variant != "vanilla":
+        model = convert_to_coca(model, variant)
+    model.set_attn_implementation(kernel)
+    docs = [torch.randint(0, 97, (n,), generator=torch.Generator().manual_seed(n)) for n in (9, 14, 7)]
+    block = torch.cat(docs)[None]
+    positions = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    with torch.no_grad():
+        packed = model(block, position_ids=positions, use_cache=False).logits[0]
+        concatenated = model(block, use_cache=False).logits[0]
+        start = 0
+        for doc in docs:
+            alone = model(doc[None], use_cache=False).logits[0]
+            torch.testing.assert_close(packed[start:start + len(doc)], alone, rtol=1e-6, atol=1e-6)
+            start += len(doc)
+    assert (concatenated[9:] - packed[9:]).abs().max() > 1e-3  # concat attends across: another result
+
+
+def test_documents_packing_restarts_positions_and_masks_the_label_across_each_boundary(tmp_path, sample_tokenizer):
+    cfg = DataConfig(seq_len=64, packing="documents", sample=SampleCorpusConfig(num_books=6, words_per_book=200),
+                     cache_dir=str(tmp_path), validation_fraction=0)
+    train = build_datasets(cfg, sample_tokenizer)["train"]
+    starts = set(train.store.doc_starts.tolist())
+    crossing = next(i for i in range(len(train)) if any(i * 64 < s < (i + 1) * 64 for s in starts))
+    item = train[crossing]
+    inside = sorted(s - crossing * 64 for s in starts if crossing * 64 < s < (crossing + 1) * 64)
+    expected, latest = [], 0
+    for t in range(64):
+        latest = t if t in inside else latest
+        expected.append(t - latest)
+    assert item["position_ids"].tolist() == expected
+    assert all(item["labels"][s] == IGNORE_INDEX for s in inside)
+    plain = build_datasets(DataConfig(seq_len=64, sample=cfg.sample, cache_dir=str(tmp_path), validation_fraction=0),
+                           sample_tokenizer)["train"][crossing]
+    assert plain["position_ids"].tolist() == list(range(64)) and plain["input_ids"].equal(item["input_ids"])
+
+
+def test_documents_packing_is_refused_with_sequence_parallelism_and_an_unknown_packing_in_one_line(sample_tokenizer):
+    from transformers import LlamaConfig
+
+    from conf import FinetuneConfig
+    from train.parallel import sequence_parallel
+
+    config = FinetuneConfig()
+    config.trainer.sequence_parallel_size = 2
+    config.data.packing = "documents"
+    with pytest.raises(BadInput, match="data.packing=documents needs a mask that DeepSpeed's Ulysses does not keep"):
+        sequence_parallel.check(config, LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2), 2)
+    with pytest.raises(BadInput, match=r"data.packing='document' is not supported; choose one of concat, documents"):
+        build_datasets(DataConfig(packing="document"), sample_tokenizer)
+

@@ -43,6 +43,9 @@ def check(config: FinetuneConfig, model_config, world_size: int) -> None:
         degrees = [d for d in range(2, heads + 1) if kv_copies(heads, kv_heads, d) is not None]
         problems.append(f"it does not divide the {heads} attention heads (with {kv_heads} key-value heads the degrees "
                         f"that work are {', '.join(map(str, degrees)) or 'none'})")
+    if config.data.packing == "documents":
+        problems.append("data.packing=documents needs a mask that DeepSpeed's Ulysses does not keep (it attends "
+                        "causally over the whole gathered sequence); use data.packing=concat")
     if config.data.seq_len % sp:
         problems.append(f"it does not divide data.seq_len={config.data.seq_len}")
     if config.model.attn_implementation not in KERNELS:
