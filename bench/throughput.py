@@ -11,6 +11,7 @@ measured on the same device in the same run, so it needs no table of peak number
     python bench/throughput.py --shape 7b --seq-len 2048,8192,32768 -- deepspeed=zero3_offload
     python bench/throughput.py --shape 7b --longest --seq-len 16384 -- deepspeed=zero3_offload \
         trainer.tiled_mlp=true trainer.tiled_logits=true
+    python bench/throughput.py --variants slack --packings concat documents --seq-len 1024   # data.packing's cost
 Extra Hydra overrides go after `--` and win over --shape's. `--longest` doubles seq_len from
 --seq-len (slack CoCA only) until a run fails, and reports each attempt.
 """
@@ -62,11 +63,13 @@ def train_variant(variant: str, seq_len: int, args, overrides: list[str], run_di
     return [r for r in records if "tokens_per_s" in r]
 
 
-def measure(variant: str, seq_len: int, args, overrides: list[str], run_dir: Path, peak: float) -> dict:
-    steps = train_variant(variant, seq_len, args, overrides, run_dir)[args.warmup:]
+def measure(variant: str, seq_len: int, args, overrides: list[str], run_dir: Path, peak: float,
+            packing: str = "concat") -> dict:
+    steps = train_variant(variant, seq_len, args, [*overrides, f"data.packing={packing}"], run_dir)[args.warmup:]
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in steps)
     memory = [r["memory/peak_gib"] for r in steps if "memory/peak_gib" in r]
-    return {"variant": variant, "seq_len": seq_len, "tokens_per_s": tokens_per_s,
+    return {"variant": variant if packing == "concat" else f"{variant}, packing={packing}", "seq_len": seq_len,
+            "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * model_flops_per_token(run_dir, seq_len) / peak,
             "peak_gib": max(memory) if memory else None}
 
@@ -84,6 +87,8 @@ def model_flops_per_token(run_dir: Path, seq_len: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["vanilla", "slack", "exact"])
+    parser.add_argument("--packings", nargs="+", default=["concat"], choices=["concat", "documents"],
+                        help="data.packing settings, measured in turn for each variant")
     parser.add_argument("--seq-len", type=lambda s: [int(x) for x in s.split(",")], default=[256],
                         help="comma-separated lengths")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -114,8 +119,10 @@ def main() -> None:
         else:
             for seq_len in args.seq_len:
                 for variant in args.variants:
-                    rows.append(measure(variant, seq_len, args, overrides, Path(tmp) / f"{variant}-{seq_len}", peak))
-    print(f"\n| seq_len | variant | tokens/s | step time vs {args.variants[0]} | MFU | peak GiB |\n"
+                    for packing in args.packings:
+                        rows.append(measure(variant, seq_len, args, overrides,
+                                            Path(tmp) / f"{variant}-{packing}-{seq_len}", peak, packing))
+    print(f"\n| seq_len | variant | tokens/s | step time vs the first row | MFU | peak GiB |\n"
           "|---|---|---|---|---|---|")
     for row in rows:
         base = next(r for r in rows if r["seq_len"] == row["seq_len"])["tokens_per_s"]
