@@ -153,10 +153,15 @@ def test_a_stage_starts_from_a_gguf_run_and_its_export_loads_in_plain_transforme
 
 
 def test_a_gguf_file_is_evaluated_and_generated_from_as_it_is(parent):
+    from tests.test_evaluate import eval_config
+    from train.evaluation.run import evaluate
+
     _, file = parent
     ckpt = resolve(str(file))
     assert ckpt.kind == EXPORTED and ckpt.name == "tiny-llama.F32"
-    assert ckpt.home == file.parent / "tiny-llama.F32-eval"  # evaluations beside the file, not in the cache
+    path = evaluate(eval_config(file, "eval.lengths=[64]", "eval.stride=64", "eval.num_docs=2", "eval.passkey.lengths=[]"))
+    assert path == file.parent / "tiny-llama.F32" / "eval" / "default" / "eval.json"  # beside the file, not the cache
+    assert json.loads(path.read_text())["label"] == "tiny-llama.F32 vanilla"
     assert generate(GenerateConfig(checkpoint=str(file), prompt="The old house", max_new_tokens=4))
 
 

@@ -51,7 +51,7 @@ class Checkpoint:
         """Where its evaluations go by default: the step folder's run_dir, or beside the model."""
         if self.kind == DEEPSPEED:
             return self.run_dir
-        return self.gguf.parent / f"{self.gguf.stem}-eval" if self.gguf else self.folder
+        return self.gguf.parent / self.gguf.stem if self.gguf else self.folder
 
 
 def resolve(path: str, key: str = "checkpoint", cache_dir: str | None = None) -> Checkpoint:
