@@ -119,9 +119,9 @@ def main() -> None:
         else:
             for seq_len in args.seq_len:
                 for variant in args.variants:
-                    for packing in args.packings:
+                    for turn, packing in enumerate(args.packings):  # a packing may be named twice: two runs
                         rows.append(measure(variant, seq_len, args, overrides,
-                                            Path(tmp) / f"{variant}-{packing}-{seq_len}", peak, packing))
+                                            Path(tmp) / f"{variant}-{packing}-{seq_len}-{turn}", peak, packing))
     print(f"\n| seq_len | variant | tokens/s | step time vs the first row | MFU | peak GiB |\n"
           "|---|---|---|---|---|---|")
     for row in rows:
