@@ -43,7 +43,7 @@ def tokenize(args) -> dict:
     tokenizer = load_tokenizer(args.tokenizer)
     cfg = DataConfig(source="local", path=args.data, num_proc=args.num_proc, cache_dir=args.cache, seq_len=args.seq_len)
     start = time.perf_counter()
-    raw, origin = load_raw_splits(cfg)
+    raw, origin, _ = load_raw_splits(cfg)
     loaded, cpu = time.perf_counter(), cpu_seconds()
     baseline = anon_bytes(psutil.Process())
     root = cache_root(cfg.cache_dir)

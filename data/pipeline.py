@@ -11,7 +11,7 @@ from conf.data_schema import DataConfig
 from data.encode import token_store
 from data.packing import PackedDataset
 from data.passkey_mix import PasskeyMix
-from data.sources import load_raw_splits_and_sources
+from data.sources import load_raw_splits
 from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Split:
 
 def build_splits(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Split]:
     check_config(cfg)
-    raw, origin, sources = load_raw_splits_and_sources(cfg)
+    raw, origin, sources = load_raw_splits(cfg)
     root = cache_root(cfg.cache_dir)
     splits = {}
     for name, ds in raw.items():

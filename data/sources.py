@@ -61,16 +61,10 @@ _LISTED_FILES = 4
 _HOLDOUT_SEED = 0
 
 
-def load_raw_splits(cfg: DataConfig) -> tuple[dict[str, RawSplit], str]:
-    """The source's splits (always "train"; "validation" and "test" when there are some) and a
-    one-line description of the source for messages."""
-    splits, origin, _ = load_raw_splits_and_sources(cfg)
-    return splits, origin
-
-
-def load_raw_splits_and_sources(cfg: DataConfig) -> tuple[dict[str, RawSplit], str, dict[str, str]]:
-    """`load_raw_splits`, and where each split's books come from (its files, or the source), so
-    that the run's log shows what trained."""
+def load_raw_splits(cfg: DataConfig) -> tuple[dict[str, RawSplit], str, dict[str, str]]:
+    """The source's splits (always "train"; "validation" and "test" when there are some), a
+    one-line description of the source for messages, and where each split's books come from
+    (its files, or the source), so that the run's log shows what trained."""
     if cfg.source == "sample":
         s = cfg.sample
         origin = f"sample(num_books={s.num_books}, words_per_book={s.words_per_book}, seed={s.seed})"

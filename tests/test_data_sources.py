@@ -54,11 +54,11 @@ def test_sample_generator_is_deterministic_and_pg19_shaped():
 
 def test_sample_source_holds_out_validation_books(tmp_path):
     cfg = DataConfig(source="sample", cache_dir=str(tmp_path), sample=SMALL, validation_fraction=0.25)
-    splits, origin = load_raw_splits(cfg)
+    splits, origin, _ = load_raw_splits(cfg)
     assert list(splits) == ["train", "validation"] and "sample" in origin
     train_titles, val_titles = splits["train"]["short_book_title"], splits["validation"]["short_book_title"]
     assert len(val_titles) == 1 and len(train_titles) == 3 and not set(train_titles) & set(val_titles)
-    again, _ = load_raw_splits(cfg)
+    again, _, _ = load_raw_splits(cfg)
     assert again["validation"]["short_book_title"] == val_titles
 
 
@@ -89,9 +89,9 @@ def test_local_splits_come_from_file_and_folder_names(tmp_path, sample_tokenizer
     write_parquet(tmp_path / "d" / "train-00001-of-00002.parquet", rows[2:4])
     write_parquet(tmp_path / "d" / "valid.parquet", rows[4:5])
     write_parquet(tmp_path / "d" / "test" / "0.parquet", rows[5:])
-    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d"))
+    splits, _, _ = load_raw_splits(local(tmp_path, tmp_path / "d"))
     assert {k: len(v) for k, v in splits.items()} == {"train": 4, "validation": 1, "test": 1}
-    glob_only, _ = load_raw_splits(local(tmp_path, tmp_path / "d" / "train-*.parquet", validation_fraction=0))
+    glob_only, _, _ = load_raw_splits(local(tmp_path, tmp_path / "d" / "train-*.parquet", validation_fraction=0))
     assert {k: len(v) for k, v in glob_only.items()} == {"train": 4}
 
 
@@ -110,7 +110,7 @@ def test_a_split_is_named_anywhere_in_the_path(tmp_path):
     rows = books(4)
     write_split_folders(tmp_path / "d", rows)
     # No held-out books: validation is only what names it.
-    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d", validation_fraction=0))
+    splits, _, _ = load_raw_splits(local(tmp_path, tmp_path / "d", validation_fraction=0))
     names = [[r["short_book_title"] for r in part] for part in (rows[:2], rows[2:3], rows[3:4])]
     assert titles(splits) == {"train": sorted(names[0]), "validation": names[1], "test": names[2]}
 
@@ -120,7 +120,7 @@ def test_datasets_test_keywords_name_the_test_split(tmp_path):
     write_split_folders(tmp_path / "d", rows)
     write_parquet(tmp_path / "d" / "testing.parquet", rows[4:5])
     write_parquet(tmp_path / "d" / "eval.parquet", rows[5:])
-    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d"))
+    splits, _, _ = load_raw_splits(local(tmp_path, tmp_path / "d"))
     assert titles(splits)["test"] == sorted(r["short_book_title"] for r in rows[3:])
     assert len(splits["train"]) == 2
 
@@ -140,7 +140,7 @@ def test_a_folder_of_unnamed_files_all_trains(tmp_path):
     write_parquet(folder / "a.parquet", rows[:1])
     write_parquet(folder / "part1" / "b.parquet", rows[1:2])
     write_parquet(folder / "Notes 2.parquet", rows[2:])
-    splits, _ = load_raw_splits(local(tmp_path, folder, validation_fraction=0))
+    splits, _, _ = load_raw_splits(local(tmp_path, folder, validation_fraction=0))
     assert titles(splits) == {"train": sorted(r["short_book_title"] for r in rows)}
 
 
@@ -179,7 +179,7 @@ def test_the_log_names_the_source_of_a_sample_and_a_held_out_split(tmp_path, sam
 def test_extra_columns_are_dropped_and_types_cast(tmp_path):
     rows = [dict(r, publication_date=1900 + i, extra="x") for i, r in enumerate(books(2))]
     write_jsonl(tmp_path / "d" / "train.jsonl", rows)
-    splits, _ = load_raw_splits(local(tmp_path, tmp_path / "d", validation_fraction=0))
+    splits, _, _ = load_raw_splits(local(tmp_path, tmp_path / "d", validation_fraction=0))
     assert splits["train"].features == PG19_FEATURES
 
 

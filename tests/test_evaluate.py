@@ -13,7 +13,8 @@ from conf.errors import BadInput
 from conf.data_schema import DataConfig
 from data.tokenizer import load_tokenizer
 from tests.runs import REPO, launch
-from train.coca import convert_to_coca, one_rope_scale
+from train.coca import convert_to_coca
+from train.modeling_coca_llama import one_rope_scale
 from train.evaluate import EvaluateConfig
 from train.evaluation.config import validate
 from train.evaluation.documents import documents

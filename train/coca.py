@@ -297,32 +297,3 @@ def convert_to_coca(model: nn.Module, variant: str = "slack", t_init: str = "k_p
         setattr(config, SLICES_KEY, slices)
         setattr(config, FIRST_SLICE_KEY, first)
     return model
-
-
-@contextlib.contextmanager
-def one_rope_scale(model: nn.Module, length: int):
-    """Dynamic NTK held at one scale, the one for `length` tokens, for every forward inside.
-
-    transformers' dynamic NTK rescales RoPE each time a forward reaches a new longest position.
-    Cached generation past max_position_embeddings then rotates each new query at a scale its
-    cached keys were not rotated at (transformers issue #25104): for head_dim 32, base 10,000 and
-    factor 4 they are 0.17 rad apart at the first token past the window and about 1 rad at the
-    sixth. Generation of `length` tokens in all (prompt and new tokens) should instead fix the
-    scale for the whole sequence before prefill: within max_position_embeddings that is the
-    original RoPE, exactly as without scaling. Other RoPE types are left as they are.
-    """
-    rotaries = [module for module in model.modules()
-                if "dynamic" in str(getattr(module, "rope_type", "")) and hasattr(module, "original_max_seq_len")]
-    for rotary in rotaries:
-        # A forward at position 0 takes transformers' reset to the original scale (a scale grown by an
-        # earlier, longer sequence is forgotten); one at length - 1 then grows it to `length`.
-        for position in (0, length - 1):
-            rotary(rotary.inv_freq[:1], torch.full((1, 1), position, device=rotary.inv_freq.device))
-    kinds = [rotary.rope_type for rotary in rotaries]
-    for rotary in rotaries:
-        rotary.rope_type = "default"  # transformers updates only a "dynamic" rope_type
-    try:
-        yield
-    finally:
-        for rotary, kind in zip(rotaries, kinds):
-            rotary.rope_type = kind

@@ -97,7 +97,7 @@ def _books(cfg: DataConfig, split: str) -> tuple[Iterable[tuple[str, str]], str]
         books = generate_books(s.num_books + SAMPLE_TEST_BOOKS, s.words_per_book, s.seed)[s.num_books:]
         origin = f"sample(num_books={s.num_books}, words_per_book={s.words_per_book}, seed={s.seed}) test books"
         return [(book["short_book_title"], book["text"]) for book in books], origin
-    splits, origin = load_raw_splits(cfg)
+    splits, origin, _ = load_raw_splits(cfg)
     if split not in splits:
         raise BadInput(f"eval.split={split!r}: {origin} has splits {', '.join(splits)}")
     return _rows(splits[split].select_columns(["short_book_title", "text"])), f"{origin} split {split!r}"

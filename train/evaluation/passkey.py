@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from conf.errors import BadInput
 from data.passkey import FILLER, Pieces, draw_key
 from data.tokenizer import adds_bos
-from train.coca import one_rope_scale
+from train.modeling_coca_llama import one_rope_scale
 from train.diagnose import require_finite
 from train.evaluation.stats import wilson
 
@@ -88,7 +88,7 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: P
     device = next(model.parameters()).device
     ids = torch.tensor([prompt.input_ids], device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # Under dynamic NTK, one RoPE scale for the prompt and the answer (train/coca.py one_rope_scale):
+    # Under dynamic NTK, one RoPE scale for the prompt and the answer (train/modeling_coca_llama.py one_rope_scale):
     # greedy decoding with the cache, as a user generates, without the answer's queries rotated at
     # a scale the prompt's cached keys never had. Scoring the key teacher-forced in one forward
     # would avoid the cache too, but would not show what the model writes.

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from train.coca import one_rope_scale
+from train.modeling_coca_llama import one_rope_scale
 from train.diagnose import require_finite
 from conf.errors import BadInput
 

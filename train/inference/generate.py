@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import set_seed
 
-from train.coca import one_rope_scale
+from train.modeling_coca_llama import one_rope_scale
 from train.diagnose import require_finite
 from train.inference.config import GenerateConfig, validate_generate
 from train.inference.load import checkpoint_config, device, load_checkpoint_tokenizer, load_model, resolve
