@@ -146,6 +146,24 @@ def test_scripts_know_the_trainers_exit_status():
     assert f"EXIT_PREEMPTED={EXIT_PREEMPTED}\n" in (LAUNCH / "common.sh").read_text()
 
 
+@pytest.mark.parametrize("rope, split", [("null", "test"), ("{rope_type:dynamic,factor:4.0}", "test"),
+                                         ("{rope_type:yarn,factor:2.0,original_max_position_embeddings:8192}",
+                                          "validation")])
+def test_experiment_scripts_find_evaluations_where_train_evaluate_writes_them(rope, split):
+    """The experiment scripts skip an evaluation whose folder exists, so their folder names must be
+    train.evaluate's: step-N[-<rope>][-<split>]."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from train.evaluation.run import rope_tag
+
+    script = f'. launch/experiments/common.sh; EVAL_SPLIT={split}; tag "$1"'
+    result = subprocess.run(["bash", "-c", script, "tag", rope], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    setting = OverridesParser.create().parse_override(f"eval.rope_scaling={rope}").value()  # as Hydra reads it
+    expected = "".join(f"-{part}" for part in (rope_tag(setting), None if split == "test" else split) if part)
+    assert result.stdout == expected
+
+
 # --- torchrun.sh and multinode.sh, their command lines ------------------------------------------
 
 @pytest.mark.parametrize("extra,nproc", [({}, 1), ({"NPROC": "3"}, 3), ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2)])
