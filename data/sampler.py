@@ -50,11 +50,20 @@ class ResumableDistributedSampler(Sampler[int]):
         """Where this epoch stops: after the last whole global batch that fits from `position`."""
         return self.position + (self.num_blocks - self.position) // self.global_batch_size * self.global_batch_size
 
+    def _order(self) -> np.ndarray:
+        """This epoch's global order (kept: the mixture's share count asks for it every step)."""
+        if getattr(self, "_order_of", (None,))[0] != self.epoch:
+            self._order_of = (self.epoch, np.random.default_rng(self.seed + self.epoch).permutation(self.num_blocks))
+        return self._order_of[1]
+
     def __iter__(self) -> Iterator[int]:
         # The slice is taken now: advance() during iteration moves the state, not this pass.
-        order = np.random.default_rng(self.seed + self.epoch).permutation(self.num_blocks)
-        mine = order[self.position + self.rank:self.epoch_end:self.world_size]
+        mine = self._order()[self.position + self.rank:self.epoch_end:self.world_size]
         return (int(i) for i in mine)
+
+    def next_global_batch(self) -> np.ndarray:
+        """The blocks of the global batch that the next advance() records as consumed, every rank's."""
+        return self._order()[self.position:self.position + self.global_batch_size]
 
     def __len__(self) -> int:
         return (self.epoch_end - self.position) // self.world_size

@@ -18,6 +18,8 @@
 - `sample`: the generated corpus of data/sample_corpus.py, written once to the cache.
 
 Without a validation split, a seeded `data.validation_fraction` of the training books is held out.
+`data.text_field` names the column holding the text when it is not `text` (a code corpus's
+`content`, say); such a source's documents are titled by their number.
 """
 import glob
 import itertools
@@ -68,13 +70,13 @@ def load_raw_splits(cfg: DataConfig) -> tuple[dict[str, RawSplit], str, dict[str
     if cfg.source == "sample":
         s = cfg.sample
         origin = f"sample(num_books={s.num_books}, words_per_book={s.words_per_book}, seed={s.seed})"
-        splits, _ = _load_local(str(sample_corpus_dir(s, cache_root(cfg.cache_dir))), cfg.cache_dir)
+        splits, _ = _load_local(str(sample_corpus_dir(s, cache_root(cfg.cache_dir))), cfg.cache_dir, "text")
         sources = dict.fromkeys(splits, origin)
     elif cfg.source == "local":
         if not cfg.path:
             raise BadInput("data.source=local needs data.path: a folder or glob of .parquet, .jsonl or .txt files")
         origin = f"local:{cfg.path}"
-        splits, files = _load_local(cfg.path, cfg.cache_dir)
+        splits, files = _load_local(cfg.path, cfg.cache_dir, cfg.text_field)
         sources = {split: _describe_files(names, origin) for split, names in files.items()}
     elif cfg.source == "pg19":
         origin = f"pg19:{cfg.hub_name}"
@@ -85,7 +87,8 @@ def load_raw_splits(cfg: DataConfig) -> tuple[dict[str, RawSplit], str, dict[str
 
     # train, validation, test, whatever order the source lists them in
     names = sorted(splits, key=lambda n: (_SPLIT_RANK.get(n, len(_SPLIT_RANK)), n))
-    splits = {name: _as_pg19(splits[name], f"{origin} split {name!r}") for name in names}
+    text_field = "text" if cfg.source == "sample" else cfg.text_field
+    splits = {name: _as_pg19(splits[name], f"{origin} split {name!r}", text_field) for name in names}
     if "validation" not in splits and cfg.validation_fraction > 0:
         splits["train"], splits["validation"] = _hold_out(splits["train"], cfg.validation_fraction, origin)
         sources["validation"] = f"held out of train by data.validation_fraction={cfg.validation_fraction}"
@@ -102,14 +105,14 @@ def _load_hub(cfg: DataConfig) -> dict[str, RawSplit]:
     return dict(splits)
 
 
-def _load_local(path: str, cache_dir: str | None) -> tuple[dict[str, RawSplit], dict[str, list[str]]]:
+def _load_local(path: str, cache_dir: str | None, text_field: str) -> tuple[dict[str, RawSplit], dict[str, list[str]]]:
     """The splits, and each one's files by their paths below data.path."""
     root, files = _local_files(path)
     suffixes = sorted({f.suffix for f in files})
     if len(suffixes) > 1:
         raise BadInput(f"data.path={path!r} mixes {', '.join(suffixes)} files: use one format per path")
     for f in files:
-        _check_file_schema(f)
+        _check_file_schema(f, text_field)
     by_split = _files_by_split(path, root, files)
     if "train" not in by_split:
         raise BadInput(f"data.path={path!r} has no training files, only {sorted(by_split)} (named by file or folder)")
@@ -119,7 +122,8 @@ def _load_local(path: str, cache_dir: str | None) -> tuple[dict[str, RawSplit], 
     if builder == "text":
         return {split: _load_books(split_paths, split, cache_dir) for split, split_paths in paths.items()}, names
     # Parquet can skip unwanted columns while reading; JSON lines keeps them until _as_pg19.
-    columns = {"columns": PG19_COLUMNS} if builder == "parquet" else {}
+    wanted = PG19_COLUMNS if text_field == "text" else [text_field]
+    columns = {"columns": wanted} if builder == "parquet" else {}
     return dict(load_dataset(builder, data_files=paths, cache_dir=cache_dir, **columns)), names
 
 
@@ -181,7 +185,7 @@ def _describe_files(names: list[str], origin: str) -> str:
     return f"{len(names)} file{'' if len(names) == 1 else 's'} of {origin} ({', '.join(shown)})"
 
 
-def _check_file_schema(file: Path) -> None:
+def _check_file_schema(file: Path, text_field: str) -> None:
     """Reads only a file's footer (Parquet) or first record (JSON lines), so that a wrong file
     is named before anything is converted."""
     if file.suffix == ".parquet":
@@ -207,11 +211,14 @@ def _check_file_schema(file: Path) -> None:
         return
     if empty:
         raise BadInput(f"{file} holds no documents")
-    missing = [c for c in PG19_COLUMNS if c not in holds_strings]
-    if missing:
-        raise BadInput(f"{file}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
-    if not holds_strings["text"]:
-        raise BadInput(f"{file}: column 'text' must hold strings")
+    if text_field != "text":
+        if text_field not in holds_strings:
+            raise BadInput(f"{file}: no column {text_field!r} (the text field); it has {sorted(holds_strings)}")
+    elif missing := [c for c in PG19_COLUMNS if c not in holds_strings]:
+        raise BadInput(f"{file}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}, or name the text "
+                       f"column with data.text_field")
+    if not holds_strings[text_field]:
+        raise BadInput(f"{file}: column {text_field!r} must hold strings")
 
 
 def _load_books(paths: list[str], split: str, cache_dir: str | None) -> Dataset:
@@ -230,7 +237,11 @@ def _read_books(paths: list[str]) -> Iterator[dict]:
                "text": path.read_text(encoding="utf-8")}
 
 
-def _as_pg19(ds: RawSplit, where: str) -> RawSplit:
+def _as_pg19(ds: RawSplit, where: str, text_field: str = "text") -> RawSplit:
+    if text_field != "text":
+        if text_field not in (ds.column_names or []):
+            raise BadInput(f"{where}: no column {text_field!r} (the text field); it has {ds.column_names}")
+        ds = ds.select_columns([text_field]).rename_column(text_field, "text").map(_numbered, with_indices=True)
     missing = [c for c in PG19_COLUMNS if c not in (ds.column_names or [])]
     if missing:
         raise BadInput(f"{where}: missing columns {missing}; PG-19's schema is {PG19_COLUMNS}")
@@ -238,6 +249,11 @@ def _as_pg19(ds: RawSplit, where: str) -> RawSplit:
         raise BadInput(f"{where} has no documents")
     ds = ds.select_columns(PG19_COLUMNS)
     return ds if ds.features == PG19_FEATURES else ds.cast(PG19_FEATURES)
+
+
+def _numbered(row: dict, index: int) -> dict:
+    """PG-19's other columns for a document that has only a text: its number is its title."""
+    return {"short_book_title": f"document {index}", "publication_date": None, "url": ""}
 
 
 def _hold_out(train: RawSplit, fraction: float, origin: str) -> tuple[Dataset, Dataset]:

@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from conf.data_schema import DataConfig
 from data.sample_corpus import generate_books
+from data.pipeline import source_configs
 from data.sources import load_raw_splits
 from data.tokenizer import adds_bos
 from conf.errors import BadInput
@@ -91,7 +92,9 @@ def token_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def _books(cfg: DataConfig, split: str) -> tuple[Iterable[tuple[str, str]], str]:
-    """(title, text) of every book of the split, and a one-line description of where they come from."""
+    """(title, text) of every book of the split, and a one-line description of where they come from.
+    A mixture's validation and test books are its first source's."""
+    cfg = source_configs(cfg)[0][1]
     if cfg.source == "sample" and split == "test":
         s = cfg.sample
         books = generate_books(s.num_books + SAMPLE_TEST_BOOKS, s.words_per_book, s.seed)[s.num_books:]

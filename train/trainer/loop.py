@@ -17,6 +17,7 @@ from tqdm import tqdm
 from conf import FinetuneConfig
 from conf.schema import validate
 from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
+from data.mixture import Mixture
 from train.diagnose import NonFinite
 from train.trainer import distributed
 from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
@@ -68,6 +69,9 @@ def _steps(c: Components, divergence: DivergenceWatch, window: _Window, progress
             return EXIT_DIVERGED
         state.step += 1
         state.tokens_seen += c.tokens_per_step
+        if isinstance(c.steps.train_set, Mixture):
+            for name, tokens in c.steps.train_set.tokens_by_source(c.steps.global_batch).items():
+                state.tokens_by_source[name] = state.tokens_by_source.get(name, 0) + tokens
         window.steps += 1
         progress.update(1)
         if not math.isfinite(loss) and (cause := c.steps.explain_non_finite()) is not None:
@@ -125,6 +129,8 @@ def _log_step(c: Components, loss: float, window: _Window, progress: tqdm) -> No
         "grad_norm": _as_float(c.engine.get_global_grad_norm()),
         "tokens_per_s": tokens_per_s,
         "tokens_seen": c.state.tokens_seen,
+        # a mixture's shares of the tokens trained so far, to set against data.sources' weights
+        **{f"share/{name}": tokens / c.state.tokens_seen for name, tokens in c.state.tokens_by_source.items()},
         **({"mfu": tokens_per_s / distributed.world_size() * c.flops_per_token / c.peak_flops}
            if c.peak_flops else {}),
         **memory_metrics(),

@@ -53,6 +53,7 @@ class Steps:
     def train_step(self) -> tuple[float, bool]:
         """Mean loss over micro-batches and ranks, and whether DeepSpeed applied the update."""
         self.engine.train()
+        self.global_batch = self.sampler.next_global_batch()
         total = 0.0
         for _ in range(self.micro_steps):
             batch = self._next_batch()
