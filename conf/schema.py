@@ -27,6 +27,20 @@ LOGGER_MODES = ("online", "offline", "disabled")  # logger.mode
 
 
 @dataclass
+class LoraConfig:
+    """LoRA through peft (train/lora.py). LongLoRA found that LoRA extends context only when the
+    embeddings and norms train too: they do by default (`train_fully`)."""
+
+    rank: int = 0  # 0: no LoRA, every weight the model.trainable setting names trains
+    alpha: float = 16.0
+    dropout: float = 0.0
+    # the linear layers that get adapters; CoCA's W_t is stored as k_proj, so keep it here or in train_fully
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # parameters that train whole beside the adapters: those whose name contains one of these
+    train_fully: List[str] = field(default_factory=lambda: ["embed_tokens", "norm"])
+
+
+@dataclass
 class ModelConfig:
     # hub name or local folder of a LLaMA-family checkpoint; null: random init from `arch`
     name_or_path: Optional[str] = None
@@ -50,6 +64,7 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     # LlamaConfig fields for random init (name_or_path: null)
     arch: Dict[str, Any] = field(default_factory=dict)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -141,6 +156,8 @@ def validate(config: FinetuneConfig) -> None:
         missing = [need for need, met in needs.items() if not met]
         if missing:
             problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)}")
+    if m.lora.rank:
+        _check_lora(m, problems)
     if t.precision == "fp16" and m.attention != "vanilla" and m.attn_implementation == "eager":
         # bench/precision.py: sdpa and flash keep the scores in fp32; eager stores them in fp16.
         problems.add(f"trainer.precision=fp16 with model.attn_implementation=eager is refused for "
@@ -167,3 +184,24 @@ def validate(config: FinetuneConfig) -> None:
     if m.init_from is not None and not Path(m.init_from).exists():
         problems.add(f"model.init_from={m.init_from!r} does not exist")
     problems.raise_if_any()
+
+
+def _check_lora(m: ModelConfig, problems: Problems) -> None:
+    lora = m.lora
+    if lora.rank < 0 or lora.alpha <= 0 or not 0 <= lora.dropout < 1:
+        problems.add(f"model.lora: rank={lora.rank} must be >= 0, alpha={lora.alpha} > 0 and dropout={lora.dropout} "
+                     "in [0, 1)")
+    if not lora.target_modules:
+        problems.add("model.lora.target_modules is empty: name the linear layers that get adapters, e.g. [q_proj, v_proj]")
+    if m.trainable != "all":
+        problems.add(f"model.lora with model.trainable={m.trainable}: LoRA decides what trains; keep trainable=all")
+    if m.name_or_path is None and m.init_from is None:
+        problems.add("model.lora adapts a pretrained model: give model.name_or_path or model.init_from")
+    w_t = "model.layers.0.self_attn.k_proj.weight"  # how W_t's name reads
+    w_t_trains = "k_proj" in lora.target_modules or any(part in w_t for part in lora.train_fully)
+    if m.attention != "vanilla" and not w_t_trains:
+        problems.add(f"model.lora with model.attention={m.attention}: W_t (k_proj) must train; add k_proj to "
+                     f"model.lora.target_modules or model.lora.train_fully")
+    if m.t_init != "k_proj":
+        problems.add(f"model.lora with model.t_init={m.t_init}: a LoRA checkpoint rebuilds its base from the parent, "
+                     "where W_t starts as W_k; use model.t_init=k_proj")

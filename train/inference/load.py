@@ -20,6 +20,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
+from train.lora import merged, read_reference
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained, warn_of_flex_on_cpu
 from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
 from data.gguf_model import gguf_folder, is_gguf
@@ -108,15 +109,29 @@ def load_model(
                              f"from a vanilla one: add \"{CONFIG_KEY}\": the run's model.attention "
                              f"(vanilla, slack or exact)")
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
-        # from_pretrained with no path builds the model on the meta device and loads this state dict.
-        model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
-        convert_to_coca(model, variant)
+        reference = read_reference(ckpt.folder)
+        if reference is None:
+            # from_pretrained with no path builds the model on the meta device and loads this state dict.
+            model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
+            convert_to_coca(model, variant)
+        else:
+            base = _lora_base(reference, config, dtype, attn_implementation)
+            model, info = merged(ckpt.folder, reference, base, state_dict)
     _check_loaded(ckpt.folder, info)
     # The trainer switches the KV cache off, and transformers copies that into the generation
     # config; exports inherit both, so generate() would re-read the whole sequence for every new
     # token (and overrun a static cache): switch it back on in both.
     model.config.use_cache = model.generation_config.use_cache = True
     return model.eval()
+
+
+def _lora_base(reference: dict, config: PretrainedConfig, dtype: str, attn_implementation: str) -> PreTrainedModel:
+    """The model a LoRA checkpoint's adapters adapt, built with the checkpoint's config (its CoCA
+    variant and slices, and the RoPE asked for): model.init_from's model, else model.name_or_path."""
+    base = reference["init_from"] or reference["base"]
+    if is_gguf(base) or Path(base).expanduser().exists():
+        return load_model(resolve(base, "the LoRA base"), config, dtype, attn_implementation)
+    return load_pretrained(base, config=config, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
 
 
 def _check_loaded(folder: Path, info: dict) -> None:

@@ -20,6 +20,7 @@ from transformers import (
 from conf import ModelConfig
 from data.tokenizer import looks_like_path
 from train.coca import CONFIG_KEY, convert_to_coca
+from train.lora import add_adapters
 from train.model import DTYPES, apply_rope_scaling, load_config, warn_of_flex_on_cpu
 from conf.errors import BadInput
 
@@ -81,15 +82,23 @@ def _check_exists(name_or_path: str) -> None:
         raise BadInput(f"model.name_or_path={name_or_path!r} is not a folder (relative to {os.getcwd()})")
 
 
-def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
-    """Weights (pretrained or random), CoCA, gradient checkpointing, and what trains.
+def build_model(cfg: ModelConfig, config: PretrainedConfig, lora_base: Path | None = None) -> PreTrainedModel:
+    """Weights (pretrained or random), CoCA, gradient checkpointing, and what trains: with
+    model.lora, adapters over the base, which is `lora_base`'s model (model.init_from's) if given.
 
     Under ZeRO-3 the caller keeps a `HfDeepSpeedConfig` alive, so transformers creates the
     model partitioned (`deepspeed.zero.Init`) instead of one full copy per rank.
     """
     dtype = DTYPES[cfg.dtype]
     warn_of_flex_on_cpu(cfg.attn_implementation)
-    if cfg.name_or_path is None:
+    if lora_base is not None:
+        # Imported here: the inference loader imports the trainer's checkpoint helpers.
+        from train.inference.load import checkpoint_config, load_model, resolve
+
+        parent = resolve(str(lora_base), "model.init_from")
+        model = load_model(parent, checkpoint_config(parent, cfg.rope_scaling, "model.rope_scaling"), cfg.dtype,
+                           cfg.attn_implementation).train()
+    elif cfg.name_or_path is None:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
     else:
         model = AutoModelForCausalLM.from_pretrained(
@@ -110,4 +119,6 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig) -> PreTrainedModel:
         suffixes = _STAGE_PARAMS[cfg.trainable]
         for name, param in model.named_parameters():
             param.requires_grad_(name.endswith(suffixes))
+    if cfg.lora.rank:
+        model = add_adapters(model, cfg.lora)
     return model

@@ -18,6 +18,7 @@ from conf import FinetuneConfig
 from conf.schema import validate
 from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 from data.mixture import Mixture
+from train.lora import write_reference
 from train.diagnose import NonFinite
 from train.trainer import distributed
 from train.trainer.divergence import LOSS_SCALE_EXHAUSTED, DivergenceWatch
@@ -164,6 +165,8 @@ def save(c: Components) -> None:
         c.engine.module.config.save_pretrained(folder)
         c.tokenizer.save_pretrained(folder)
         c.identity.save(folder)
+        if c.lora is not None:
+            write_reference(folder, c.config.model.lora, **c.lora)
 
     c.state.sampler = c.sampler.state_dict()
     c.state.wandb_run_id = distributed.broadcast_from_main(c.state.wandb_run_id)

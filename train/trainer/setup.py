@@ -23,10 +23,12 @@ from torch.utils.data import Dataset
 from transformers.integrations import HfDeepSpeedConfig
 
 from conf import FinetuneConfig
+from conf.errors import BadInput
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from data.gguf_model import gguf_folder, is_gguf
 from data.tokenizer import tokenizer_fingerprint
 from train.coca import CONFIG_KEY, CocaAttention, convert_to_coca
+from train.lora import LORA_FILE, read_reference
 from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
 from train.trainer import distributed
@@ -62,6 +64,7 @@ class Components:
     checkpoints: CheckpointManager  # holds the run_dir until the run ends
     identity: Identity  # what this run's checkpoints mean, saved with each
     started: float  # time.monotonic() at the start, for trainer.max_wall_time_min
+    lora: dict | None  # with model.lora, what lora.json records as the base (train/lora.py)
     tokens_per_step: int
     flops_per_token: float
     peak_flops: float | None  # None: no MFU
@@ -111,20 +114,23 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     ds_config = deepspeed_config(config)
     _check_memory(config, hf_config, ds_config)
     checkpoints.apply(plan)
-    engine, mpu, tile = _engine(config, hf_config, ds_config, resume_from, init_from)
+    lora_base = _lora_base(config, resume_from, init_from)
+    engine, mpu, tile = _engine(config, hf_config, ds_config, resume_from, init_from, lora_base)
 
     rank, world = distributed.rank(), distributed.world_size()
     global_batch = config.trainer.micro_batch_size * config.trainer.grad_accum * world
     sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
-    state = _restore(engine, sampler, resume_from, init_from)
+    state = _restore(engine, sampler, resume_from, None if lora_base else init_from)
     if init_from is not None:
         _apply_t_init_after_load(config, engine, init_from, train_set)
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
                   logits_tile=tile if config.trainer.tiled_logits else None)
+    lora = {"base": resolved["model"]["name_or_path"], "init_from": str(lora_base) if lora_base else None} \
+        if config.model.lora.rank else None
     return Components(config, run_dir, resolved, tokenizer, hf_config, engine, sampler, steps, state, metrics, stop,
-                      checkpoints, identity, started, tokens_per_step=global_batch * config.data.seq_len,
+                      checkpoints, identity, started, lora, tokens_per_step=global_batch * config.data.seq_len,
                       flops_per_token=flops_per_token(hf_config, num_params, config.data.seq_len),
                       peak_flops=peak_flops())
 
@@ -167,8 +173,22 @@ def _datasets(config: FinetuneConfig, tokenizer) -> tuple[Dataset, PackedDataset
     return splits["train"], splits.get("validation")
 
 
+def _lora_base(config: FinetuneConfig, resume_from: Path | None, init_from: Path | None) -> Path | None:
+    """With model.lora, the checkpoint whose model the adapters adapt, if not model.name_or_path: the
+    init_from step (not its run_dir, whose latest moves on), or what the checkpoint resumed recorded."""
+    if not config.model.lora.rank:
+        return None
+    if resume_from is None:
+        return init_from
+    reference = read_reference(resume_from)
+    if reference is None:
+        raise BadInput(f"model.lora is set but {resume_from} is not a LoRA checkpoint (no {LORA_FILE}): resume it "
+                       f"without model.lora, or start from it with model.init_from in a new run_dir")
+    return Path(reference["init_from"]) if reference["init_from"] else None
+
+
 def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict, resume_from: Path | None,
-            init_from: Path | None):
+            init_from: Path | None, lora_base: Path | None):
     """(DeepSpeed engine, sequence-parallel mpu or None, tile tokens) over the model the run trains."""
     saved_by = next((saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
     if saved_by is not None and saved_by != distributed.world_size():
@@ -177,7 +197,7 @@ def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
     # transformers creates the model partitioned under ZeRO-3 while this object lives.
     zero3 = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage") == 3 else None
-    model = build_model(config.model, hf_config)
+    model = build_model(config.model, hf_config, lora_base)
     tile = config.trainer.tile_tokens or hf_config.hidden_size
     if config.trainer.tiled_mlp:
         tiling.tile_mlps(model, tile)

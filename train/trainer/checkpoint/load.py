@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from train.lora import is_lora
 from train.trainer import distributed
 from train.trainer.checkpoint.deepspeed_fixes import frozen_weights_from_module_state
 from train.trainer.checkpoint.rng import restore_rng
@@ -21,6 +22,7 @@ def load(engine, folder: Path, weights_only: bool = False) -> TrainerState:
             tag=source.name,
             load_optimizer_states=not weights_only,
             load_lr_scheduler_states=not weights_only,
+            load_module_strict=not is_lora(engine.module),  # a LoRA checkpoint holds only what trains
         )
     if load_path is None:
         raise BadInput(f"DeepSpeed found no checkpoint in {folder}")

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from conf.errors import EXIT_NO_SPACE, StopRun
 from data.files import fsync_tree, write_atomically
+from train.lora import is_lora
 from train.trainer import distributed
 from train.trainer.checkpoint.folders import LATEST_FILE, complete_checkpoints, is_complete, set_aside, step_tag
 from train.trainer.checkpoint.manifest import write_manifest
@@ -45,7 +46,9 @@ def save(engine, root: Path, state: TrainerState, extras: Callable[[Path], None]
         else:
             shutil.rmtree(folder)
     dist.barrier()
-    failure = _writing(lambda: engine.save_checkpoint(str(root), tag=folder.name, save_latest=False), root)
+    # A LoRA run keeps only what trains; lora.json (written with the extras) says where the rest comes from.
+    failure = _writing(lambda: engine.save_checkpoint(str(root), tag=folder.name, save_latest=False,
+                                                      exclude_frozen_parameters=is_lora(engine.module)), root)
     if failure is not None:
         # Every other rank waits in the barrier DeepSpeed's save ends with; so does this one.
         dist.barrier()
