@@ -61,15 +61,17 @@ def _run(command: list[str], env: dict) -> tuple[str, float]:
     return out, usage.ru_maxrss / 2**20  # Linux reports KiB
 
 
-def pipeline(args: argparse.Namespace, attention: str, run_dir: Path, env: dict) -> tuple[float, float]:
-    """(tokens/s, peak GiB) of `python -m train.finetune` on the same model and setting."""
+def pipeline(args: argparse.Namespace, attention: str, run_dir: Path, env: dict,
+             overrides: tuple[str, ...] = ()) -> tuple[float, float]:
+    """(tokens/s, peak GiB) of `python -m train.finetune` on the same model and setting (plus `overrides`)."""
     command = [sys.executable, "-m", "train.finetune", "model=llama2_7b", f"model.name_or_path={args.model}",
                "model.tokenizer=sample", f"model.attention={attention}", "model.dtype=float32",
                "model.attn_implementation=sdpa", "model.gradient_checkpointing=false", "trainer.precision=fp32",
                f"data.seq_len={args.seq_len}", f"trainer.micro_batch_size={args.batch}", "trainer.grad_accum=1",
                f"trainer.max_steps={args.steps}", f"trainer.save_every={args.steps}",
                f"trainer.eval_every={args.steps}", "trainer.eval_batches=1", "trainer.log_every=1",
-               "logger.mode=disabled", "optim.lr=1e-5", f"run_dir={run_dir}", f"data.cache_dir={args.cache_dir}"]
+               "logger.mode=disabled", "optim.lr=1e-5", f"run_dir={run_dir}", f"data.cache_dir={args.cache_dir}",
+               *overrides]
     _, peak = _run(command, env)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][args.warmup:]

@@ -44,7 +44,7 @@ def unmerged(step_folder):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("zero", ["zero1", "zero3"])
+@pytest.mark.parametrize("zero", ["zero1", "zero2", "zero3"])
 def test_a_lora_run_keeps_only_what_trains_and_resumes_bitwise(train_here, parent, tmp_path, zero):
     args = [*PRETRAINED, *LORA, f"model.name_or_path={parent}", f"deepspeed={zero}"]
     whole, split = tmp_path / "whole", tmp_path / "split"
