@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def write_atomically(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def json_ready(value):
+    """`value` as strict JSON can hold it: scalars with .item() (tensors, numpy) as Python numbers, and
+    non-finite floats as null (an overflowed perplexity, a diverged loss), in dicts and lists too."""
+    if hasattr(value, "item") and not isinstance(value, (dict, list)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def sha256(path: Path) -> str:

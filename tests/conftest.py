@@ -130,6 +130,7 @@ def train_here(tmp_path_factory, process_group):
     Caches go to a folder of the session; W&B is off unless the overrides say otherwise."""
     import torch
 
+    from conf.schema import validate
     from tests.test_config import compose_config
     from train.trainer.loop import run
 
@@ -139,7 +140,9 @@ def train_here(tmp_path_factory, process_group):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return run(compose_config(f"data.cache_dir={cache}", "logger.mode=disabled", *overrides))
+            config = compose_config(f"data.cache_dir={cache}", "logger.mode=disabled", *overrides)
+            validate(config)  # as train.finetune does before it calls run
+            return run(config)
         finally:
             torch.set_num_threads(threads)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from train.evaluation.stats import (book_changes, exp_or_inf, is_finding, mcnemar, perplexity_interval, seed_change,
                                     spread, wilson)
+from train.evaluation.report import rope_label
 from conf.errors import BadInput
 
 
@@ -150,19 +151,13 @@ def passkey_change(group: Group, baseline: Group, length: int) -> tuple[int, int
     return mcnemar([p["correct"] for a, _ in pairs for p in a], [p["correct"] for _, b in pairs for p in b])
 
 
-def _rope(run: dict) -> str:
-    parameters = run["model"]["rope_parameters"]
-    if parameters.get("rope_type", "default") == "default":
-        return "-"
-    return f"{parameters['rope_type']} x{parameters.get('factor', 1):g}"
-
-
 def group_runs(runs: Sequence[dict[str, Any]]) -> list[Group]:
     """One group per `group` label (a run's own label where it has none), in order of first appearance."""
     groups: dict[str, Group] = {}
     for run in runs:
         label = run.get("group") or run["label"]
-        group = groups.setdefault(label, Group(label, _rope(run), []))
+        rope = rope_label(run["model"]["rope_parameters"])
+        group = groups.setdefault(label, Group(label, "-" if rope == "default" else rope, []))
         seed = (run.get("run") or {}).get("seed")
         if seed is not None and seed in group.seeds:
             raise BadInput(f"{label!r} has two evaluations of seed {seed}: give each eval.json once")

@@ -15,7 +15,8 @@ from train.evaluation.report import length_name  # noqa: E402
 from conf.errors import BadInput
 
 
-def _finite(value: float) -> float:
+def _plottable(value: float) -> float:
+    """matplotlib leaves a gap at NaN but draws an infinite band edge across the axes."""
     return value if math.isfinite(value) else float("nan")
 
 
@@ -43,8 +44,8 @@ def plot_runs(runs: list[dict[str, Any]], out: Path, labels: list[str] | None = 
             values = [group.ppl(n) if math.isfinite(group.ppl(n)) else float("nan") for n in lengths]
             axes["perplexity"].plot(lengths, values, **style)
             bands = [group.ppl_interval(n) for n in lengths]
-            axes["perplexity"].fill_between(lengths, [_finite(low) for low, _ in bands],
-                                            [_finite(high) for _, high in bands], color=colour, alpha=0.15)
+            axes["perplexity"].fill_between(lengths, [_plottable(low) for low, _ in bands],
+                                            [_plottable(high) for _, high in bands], color=colour, alpha=0.15)
         if group.runs[0]["passkey"] is not None:
             accuracy = group.passkey()
             lengths = list(accuracy)

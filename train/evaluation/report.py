@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from data.files import write_atomically
+from data.files import json_ready, write_atomically
 from conf.errors import BadInput
 
 RESULTS_FILE, TABLE_FILE = "eval.json", "eval.md"
@@ -20,7 +20,7 @@ def length_name(length: int) -> str:
 def write_results(results: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # Infinite perplexity (a model far outside its range) is null in JSON; nll keeps the value.
-    write_atomically(folder / RESULTS_FILE, json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
+    write_atomically(folder / RESULTS_FILE, json.dumps(json_ready(results), indent=1, allow_nan=False) + "\n")
     write_atomically(folder / TABLE_FILE, markdown(results))
     return folder / RESULTS_FILE
 
@@ -49,7 +49,7 @@ def documents_read(ppl: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Evaluation: {results['label']}", "",
              f"- checkpoint: `{results['checkpoint']}`" + (f" (step {results['step']})" if results["step"] else ""),
-             f"- attention: {results['model']['coca_variant']}; RoPE: {_rope(results['model']['rope_parameters'])}; "
+             f"- attention: {results['model']['coca_variant']}; RoPE: {rope_label(results['model']['rope_parameters'])}; "
              f"{results['model']['dtype']} on {results['device']}", ""]
     ppl = results["perplexity"]
     if ppl is not None:
@@ -74,9 +74,10 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _rope(parameters: dict[str, Any]) -> str:
-    extra = ", ".join(f"{k}={v}" for k, v in parameters.items() if k not in ("rope_type", "rope_theta"))
-    return f"{parameters['rope_type']}" + (f" ({extra})" if extra else "")
+def rope_label(parameters: dict[str, Any]) -> str:
+    """How reports name a RoPE setting: "dynamic x4" for {rope_type: dynamic, factor: 4.0}, "default" unscaled."""
+    kind = parameters.get("rope_type", "default")
+    return kind if kind == "default" else f"{kind} x{parameters.get('factor', 1):g}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -86,13 +87,3 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def number(value: float | None) -> str:
     return "inf" if value is None or math.isinf(value) else f"{value:.2f}"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

@@ -1,4 +1,4 @@
-"""The fine-tuning run, the litgpt way: `run` = validate -> `setup` -> `fit`.
+"""The fine-tuning run, the litgpt way: `run` = `setup` -> `fit` (train.finetune validates the config first).
 
 `fit` is the loop, top to bottom: one optimizer step, then its bookkeeping in order
 (divergence, metrics, validation, a stop request, a checkpoint).
@@ -15,7 +15,6 @@ import yaml
 from tqdm import tqdm
 
 from conf import FinetuneConfig
-from conf.schema import validate
 from conf.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 from data.mixture import Mixture
 from train.lora import write_reference
@@ -30,8 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def run(config: FinetuneConfig) -> int:
-    """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED)."""
-    validate(config)
+    """Train as configured; returns the process exit status (0, EXIT_PREEMPTED or EXIT_DIVERGED).
+    `config` has passed conf.schema.validate: train.finetune checks it before torch is imported."""
     c = setup(config)
     try:
         status = fit(c)

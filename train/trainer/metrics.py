@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import deepspeed
 import torch
 
 from conf import LoggerConfig
-from data.files import write_atomically
+from data.files import json_ready, write_atomically
 from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class MetricsLogger:
         return self.wandb_run.id if self.wandb_run is not None else None
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        record = {"step": step, **{k: json_ready(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
@@ -127,8 +126,3 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                                  "mend or remove that line") from None
             log.warning("%s: its last line was cut short (%r): dropped", path, line[:80])
     return records
-
-
-def _plain(value: Any) -> Any:
-    value = value.item() if isinstance(value, torch.Tensor) else value
-    return None if isinstance(value, float) and not math.isfinite(value) else value
