@@ -45,8 +45,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import attention, precision  # noqa: E402
+from bench import attention_layer, precision  # noqa: E402
 from bench.models import LLAMA_1B, LLAMA_7B, matmul_flops  # noqa: E402
+from bench.step_memory import CudaPeak  # noqa: E402
 
 VARIANTS = ("vanilla", "slack", "exact")
 COCA = VARIANTS[1:]
@@ -139,7 +140,7 @@ def peak_bytes(device: torch.device, step: Callable[[], None]) -> int | None:
     if device.type != "cuda":
         step()
         return None
-    meter = attention.CudaPeak(device)
+    meter = CudaPeak(device)
     meter.reset()
     step()
     return meter.peak()
@@ -167,9 +168,9 @@ def attention_section(plan: Plan, device: torch.device, dtype: torch.dtype) -> s
              "| kernel | N | variant | ms | vs vanilla |", "|---|---|---|---|---|"]
     for kernel in kernels:
         for n in plan.layer_lengths:
-            layers, rotary = attention.build_layers(device, dtype, n, plan.layer_hidden, plan.layer_heads, kernel)
-            inputs = attention.make_inputs(rotary, n, device, dtype, plan.layer_hidden)
-            times = interleaved({v: partial(attention.run_step, v, layers, inputs) for v in VARIANTS},
+            layers, rotary = attention_layer.build_layers(device, dtype, n, plan.layer_hidden, plan.layer_heads, kernel)
+            inputs = attention_layer.make_inputs(rotary, n, device, dtype, plan.layer_hidden)
+            times = interleaved({v: partial(attention_layer.run_step, v, layers, inputs) for v in VARIANTS},
                                 plan.rounds, device)
             for v in VARIANTS:
                 lines.append(f"| {kernel} | {n} | {v} | {statistics.median(times[v]) * 1e3:.2f} "
@@ -297,8 +298,8 @@ def prep_section(plan: Plan, device: torch.device, dtype: torch.dtype, fuse: str
     import train.coca
 
     n = plan.prep_len
-    layers, rotary = attention.build_layers(device, dtype, n, plan.layer_hidden, plan.layer_heads)
-    inputs = attention.make_inputs(rotary, n, device, dtype, plan.layer_hidden)
+    layers, rotary = attention_layer.build_layers(device, dtype, n, plan.layer_hidden, plan.layer_heads)
+    inputs = attention_layer.make_inputs(rotary, n, device, dtype, plan.layer_hidden)
     layer = layers["slack"]
     shape = (1, plan.layer_heads, n, plan.layer_hidden // plan.layer_heads)
     q, t = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
@@ -314,7 +315,7 @@ def prep_section(plan: Plan, device: torch.device, dtype: torch.dtype, fuse: str
         # CocaAttention.forward calls the module's coca_query_key, so the layer runs `function` too.
         with mock.patch.object(train.coca, "coca_query_key", function):
             steps = {**{f"prep {v}": partial(prep, function, v) for v in COCA},
-                     **{f"layer {v}": partial(attention.run_step, v, layers, inputs) for v in COCA}}
+                     **{f"layer {v}": partial(attention_layer.run_step, v, layers, inputs) for v in COCA}}
             times = interleaved(steps, plan.rounds, device)
         shares = {v: ratio(times, f"prep {v}", f"layer {v}") for v in COCA}
         return [f"| {v} | {label} | {shares[v]:.1%} | {statistics.median(times[f'prep {v}']) * 1e3:.2f} "

@@ -5,7 +5,7 @@ forward+backward steps on one sequence, through the trainer's own functions: tra
 tiled MLP, train.trainer.loss's tiled cross-entropy. Per length, the four settings run in interleaved
 rounds after one warm-up step each (the warm-up also allocates the .grad buffers, so they are
 part of the baseline). Peak is what a step adds above the weights and their gradients: CUDA's
-max_memory_allocated, or on CPU the tensor allocations torch's profiler records (bench/attention.py).
+max_memory_allocated, or on CPU the tensor allocations torch's profiler records (bench/step_memory.py).
 
     python bench/tiling.py                                   # CPU-sized default
     python bench/tiling.py --lengths 8192,32768 --hidden 2048 --intermediate 5504 --layers 4 --heads 16
@@ -24,7 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.attention import CudaPeak, cpu_step_memory  # noqa: E402
+from bench.step_memory import CudaPeak, cpu_step_memory  # noqa: E402
 from train.parallel import tiling  # noqa: E402
 from train.coca import convert_to_coca  # noqa: E402
 from train.trainer.loss import cross_entropy_sum, shift_labels, tiled_cross_entropy_sum  # noqa: E402
