@@ -8,7 +8,7 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from conf.errors import BadInput
-from tests.runs import QUICK, checkpoint_dir, losses
+from tests.runs import QUICK, checkpoint_dir, finetune, losses
 from tests.test_gguf import tiny_llama
 from tests.test_hub import logits, plain_transformers, remote
 from train.inference.config import ExportConfig
@@ -60,6 +60,20 @@ def test_a_lora_run_keeps_only_what_trains_and_resumes_bitwise(train_here, paren
     saved = get_fp32_state_dict_from_zero_checkpoint(str(step.parent), tag=step.name)
     assert any(".lora_A." in name for name in saved) and any("embed_tokens" in name for name in saved)
     assert not any("base_layer" in name or "mlp." in name for name in saved)  # frozen: not saved
+
+
+@pytest.mark.long
+def test_a_lora_run_resumes_on_two_ranks_from_one(train_here, parent, tmp_path, env):
+    """The adapters come back through DeepSpeed's universal form, though the checkpoint leaves the
+    frozen weights out: the two-rank continuation follows the one-rank run (same global batch)."""
+    args = [*PRETRAINED, *LORA, f"model.name_or_path={parent}", "trainer.max_steps=4", "trainer.save_every=2"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train_here(f"run_dir={whole}", *args) == 0
+    assert train_here(f"run_dir={split}", *args, "trainer.max_steps=2") == 0
+    code, out = finetune([f"run_dir={split}", *args, "trainer.micro_batch_size=1"], env, tmp_path, nproc=2)
+    assert code == 0, out[-3000:]
+    assert "loading DeepSpeed's universal form" in out
+    assert losses(split) == pytest.approx(losses(whole), rel=1e-5)
 
 
 @pytest.mark.long
