@@ -1,4 +1,5 @@
 """`python -m train.report`: the published tables come from eval.json files, never by hand."""
+import json
 import re
 
 import pytest
@@ -126,3 +127,18 @@ def test_published_tables_are_linked_from_the_docs_never_copied():
         rows = [line for line in table.read_text().splitlines() if line.startswith("| ") and "---" not in line]
         for page, text in pages.items():
             assert not any(row in text for row in rows[1:]), (table.name, page.name)
+
+
+def test_published_tables_are_what_train_report_writes_from_their_eval_files(tmp_path):
+    """bench/experiments/sources.json names, for each table whose eval.json files are kept
+    (bench/experiments/inputs/), the arguments of the script's train.report call: running it again
+    must give the published file byte for byte."""
+    from tests.runs import REPO
+
+    experiments = REPO / "bench" / "experiments"
+    sources = json.loads((experiments / "sources.json").read_text())
+    assert sources
+    for table, spec in sources.items():
+        against = [arg for label in spec["against"] for arg in ("--against", label)]
+        report_main([*(str(experiments / path) for path in spec["results"]), *against, "--out", str(tmp_path / table)])
+        assert (tmp_path / table).read_text() == (experiments / table).read_text(), table
