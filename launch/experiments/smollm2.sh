@@ -52,9 +52,9 @@ TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.name_or_path=$GGUF" "run_
 python -m train.finetune -m "+experiment=$(IFS=,; echo "${ARMS[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
 mapfile -t RUNS < <(runs "${ARMS[@]}")
 ROPES=(null)
-EVAL_SPLIT=validation OUT=validation MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS"
+EVAL_SPLIT=validation OUT=in-window MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS"
     eval.batch_size=8 "eval.passkey.lengths=[]") evaluate "$PARENT" "${RUNS[@]}"
-mapfile -t EVALS < <(OUT=validation results "$PARENT" "${RUNS[@]}")
+mapfile -t EVALS < <(EVAL_SPLIT=validation OUT=in-window results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-validation.md"
 
 # 3. The test books. In the window (dynamic NTK changes nothing there).
@@ -77,19 +77,22 @@ OUT=passkey MEASURE=("eval.lengths=[]" "eval.passkey.lengths=$PASSKEY_LENGTHS"
 mapfile -t EVALS < <(OUT=passkey results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-passkey.md"
 
-# What each arm writes, greedy, from the same prompts.
-SAMPLES=$ROOT/smollm2-samples.md
-if [[ ! -f $SAMPLES ]]; then
-    PROMPTS=("The old sailor looked at the sea and said" "Chapter I. It was a cold morning in the village when")
+# What each arm writes, greedy, from the same prompts: one file a model, then all of them together.
+PROMPTS=("The old sailor looked at the sea and said" "Chapter I. It was a cold morning in the village when")
+mkdir -p "$ROOT/smollm2-samples"
+SAMPLES=()
+for model in "$PARENT" "${RUNS[@]}"; do
+    file=$ROOT/smollm2-samples/$(basename "$model").md
+    SAMPLES+=("$file")
+    [[ ! -f $file ]] || continue
     {
-        for model in "$PARENT" "${RUNS[@]}"; do
-            echo "## $(basename "$model")"
-            for prompt in "${PROMPTS[@]}"; do
-                echo
-                python -m train.generate "checkpoint=$model" "prompt='$prompt'" max_new_tokens=48 2>/dev/null | sed 's/^/> /'
-            done
+        echo "## $(basename "$model")"
+        for prompt in "${PROMPTS[@]}"; do
             echo
+            python -m train.generate "checkpoint=$model" "prompt='$prompt'" max_new_tokens=48 2>/dev/null | sed 's/^/> /'
         done
-    } > "$SAMPLES.tmp"
-    mv "$SAMPLES.tmp" "$SAMPLES"
-fi
+        echo
+    } > "$file.tmp"
+    mv "$file.tmp" "$file"
+done
+cat "${SAMPLES[@]}" > "$ROOT/smollm2-samples.md"
