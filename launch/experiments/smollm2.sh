@@ -51,30 +51,38 @@ PARENT=$ROOT/smollm2_parent
 TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.name_or_path=$GGUF" "run_dir=$ROOT/\${name}-seed\${seed}")
 python -m train.finetune -m "+experiment=$(IFS=,; echo "${ARMS[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
 mapfile -t RUNS < <(runs "${ARMS[@]}")
-ROPES=(null)
-EVAL_SPLIT=validation OUT=in-window MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS"
-    eval.batch_size=8 "eval.passkey.lengths=[]") evaluate "$PARENT" "${RUNS[@]}"
-mapfile -t EVALS < <(EVAL_SPLIT=validation OUT=in-window results "$PARENT" "${RUNS[@]}")
+# evaluate and results read MEASURE, ROPES, OUT and EVAL_SPLIT (common.sh): set as statements, since
+# bash cannot pass an array as a temporary assignment before a command.
+ROPES=(null) OUT=in-window EVAL_SPLIT=validation
+MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS" eval.batch_size=8 "eval.passkey.lengths=[]")
+evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-validation.md"
 
 # 3. The test books. In the window (dynamic NTK changes nothing there).
-OUT=in-window MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$IN_WINDOW_DOCS" eval.batch_size=8
-    "eval.passkey.lengths=[]") evaluate "$PARENT" "${RUNS[@]}"
-mapfile -t EVALS < <(OUT=in-window results "$PARENT" "${RUNS[@]}")
+EVAL_SPLIT="test"
+MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$IN_WINDOW_DOCS" eval.batch_size=8 "eval.passkey.lengths=[]")
+evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-in-window.md"
 
-# At and beyond the parent's window: disjoint windows of 8K and 16K tokens.
-LONG=("eval.lengths=[8192,16384]" eval.stride=8192 "eval.num_docs=$LONG_DOCS" eval.batch_size=1 "eval.passkey.lengths=[]")
-OUT=long MEASURE=("${LONG[@]}") ROPES=(null "$NTK") evaluate "$PARENT" "${RUNS[@]}"
-OUT=long MEASURE=("${LONG[@]}") ROPES=("$YARN") evaluate "$PARENT"
-mapfile -t EVALS < <(OUT=long ROPES=(null "$NTK") results "$PARENT" "${RUNS[@]}"; OUT=long ROPES=("$YARN") results "$PARENT")
+# At and beyond the parent's window: disjoint windows of 8K and 16K tokens; YaRN for the parent alone.
+OUT=long
+MEASURE=("eval.lengths=[8192,16384]" eval.stride=8192 "eval.num_docs=$LONG_DOCS" eval.batch_size=1 "eval.passkey.lengths=[]")
+ROPES=(null "$NTK")
+evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
+ROPES=("$YARN")
+evaluate "$PARENT"
+mapfile -t -O "${#EVALS[@]}" EVALS < <(results "$PARENT")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" \
     --against "smollm2_vanilla vanilla + dynamic-x4" --out "$ROOT/smollm2.md"
 
 # Zero-shot passkey retrieval, book haystacks from the test split.
-OUT=passkey MEASURE=("eval.lengths=[]" "eval.passkey.lengths=$PASSKEY_LENGTHS"
-    "eval.passkey.cases=$PASSKEY_CASES") evaluate "$PARENT" "${RUNS[@]}"
-mapfile -t EVALS < <(OUT=passkey results "$PARENT" "${RUNS[@]}")
+OUT=passkey ROPES=(null)
+MEASURE=("eval.lengths=[]" "eval.passkey.lengths=$PASSKEY_LENGTHS" "eval.passkey.cases=$PASSKEY_CASES")
+evaluate "$PARENT" "${RUNS[@]}"
+mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
 python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-passkey.md"
 
 # What each arm writes, greedy, from the same prompts: one file a model, then all of them together.
