@@ -147,3 +147,17 @@ def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_prompts():
     assert mcnemar([True] * 6, [False] * 6)[2] == pytest.approx(2 / 64)
     with pytest.raises(ValueError, match="the same cases: 2 against 1"):
         mcnemar([True, False], [True])
+
+
+def test_one_document_gives_no_interval_and_no_finding_rather_than_a_zero_width_one():
+    """Every resample of one document is that document: [x, x] would read as certainty."""
+    from train.evaluation.tables import NO_INTERVAL, perplexity_table
+
+    low, high = bootstrap_mean([2.0], [{"book": 0, "title": "a", "offset": 0}])
+    assert math.isnan(low) and math.isnan(high)
+    value, low, high = seed_change([[0.1]])
+    assert value == pytest.approx(math.exp(0.1) - 1) and math.isnan(low) and math.isnan(high)
+    assert not is_finding((low, high), [value])
+    assert seed_change([[0.1], [0.2]])[1] < seed_change([[0.1], [0.2]])[2]  # one document, two seeds: the seeds vary
+    one = fake_results("one", [10.0, 12.0], seed=0, docs=1)
+    assert NO_INTERVAL in perplexity_table(group_runs([one]))

@@ -59,8 +59,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "interval over documents.", "",
                   markdown_table(["window"] + [length_name(r["length"]) for r in rows],
                                  [["perplexity"] + [number(r["ppl"]) for r in rows],
-                                  ["95% interval"] + [f"[{number(r['ppl_ci'][0])}, {number(r['ppl_ci'][1])}]"
-                                                      for r in rows]]), ""]
+                                  ["95% interval"] + [_interval(r) for r in rows]]), ""]
     passkey = results["passkey"]
     if passkey is not None:
         rows = passkey["by_length"]
@@ -72,6 +71,15 @@ def markdown(results: dict[str, Any]) -> str:
                   "greedy decoding; accuracy by the key's depth in the filler; [ ]: 95% Wilson interval.", "",
                   markdown_table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
     return "\n".join(lines)
+
+
+def _interval(row: dict[str, Any]) -> str:
+    """A row's ppl_ci as eval.json keeps it: null for an infinite bound, and both null (with a finite
+    perplexity) where one document gave no interval."""
+    low, high = row["ppl_ci"]
+    if low is None and high is None and row["ppl"] is not None and math.isfinite(row["ppl"]):
+        return "one document: no interval"
+    return f"[{number(low)}, {number(high)}]"
 
 
 def rope_label(parameters: dict[str, Any]) -> str:

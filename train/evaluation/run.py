@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,8 +138,9 @@ def _perplexities(model: PreTrainedModel, docs: Documents, lengths: list[int], e
                                                                          max(1, e.max_batch_tokens // length))
         result = sliding_window_perplexity(model, ids, length, e.stride, per_batch)
         low, high = perplexity_interval(result.doc_nll, records)
-        log.info("perplexity at %d: %.4g [%.4g, %.4g] (%d documents, %d windows)", length, result.ppl, low, high,
-                 len(ids), result.windows)
+        interval = "no interval" if math.isnan(low) else f"[{low:.4g}, {high:.4g}]"
+        log.info("perplexity at %d: %.4g %s (%d documents, %d windows)", length, result.ppl, interval, len(ids),
+                 result.windows)
         rows.append({"length": length, "ppl": result.ppl, "ppl_ci": [low, high], "nll": result.nll,
                      "tokens": result.tokens, "windows": result.windows, "doc_nll": result.doc_nll})
     return rows

@@ -47,8 +47,8 @@ _T = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2
 
 
 def exp_or_inf(x: float) -> float:
-    """exp, infinite past where it overflows (a model far outside its range)."""
-    return math.exp(x) if x < 700 else math.inf
+    """exp, infinite past where it overflows (a model far outside its range); NaN (no interval) stays NaN."""
+    return math.inf if x >= 700 else math.exp(x)
 
 
 def block_length(documents: int) -> int:
@@ -104,6 +104,8 @@ def bootstrap_mean(values: Sequence[float], documents: Sequence[dict] | None = N
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
         raise BadInput("bootstrap_mean needs at least one value")
+    if data.size == 1:
+        return math.nan, math.nan  # one document: every resample is that document, which says nothing
     means = _block_means(data[None], books(documents, data.size), np.random.default_rng(seed), samples)
     return _percentiles(means[0])
 
@@ -121,6 +123,8 @@ def seed_change(differences: Sequence[Sequence[float]], documents: Sequence[dict
     data = np.asarray(differences, dtype=np.float64)
     if data.ndim != 2 or data.size == 0:
         raise BadInput("seed_change needs one row of per-document differences per seed")
+    if data.shape == (1, 1):
+        return exp_or_inf(float(data[0, 0])) - 1, math.nan, math.nan  # one document, one seed: no interval
     rng = np.random.default_rng(seed)
     # Blocks first: with one seed the draws, and so the interval, are bootstrap_mean's.
     means = _block_means(data, books(documents, data.shape[1]), rng, samples)

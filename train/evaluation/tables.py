@@ -36,11 +36,15 @@ CHANGE_CAPTION = (
     "the interval alone decides.")
 
 
+NO_INTERVAL = "[one document: no interval]"
+
+
 def _ppl_cell(group: Group, length: int) -> str:
     value, (low, high), sd = group.ppl(length), group.ppl_interval(length), group.ppl_spread(length)
     if math.isinf(value):
         return "inf"
-    return f"{number(value)}" + (f" ±{sd:.2f}" if sd is not None else "") + f" [{number(low)}, {number(high)}]"
+    interval = NO_INTERVAL if math.isnan(low) else f"[{number(low)}, {number(high)}]"
+    return f"{number(value)}" + (f" ±{sd:.2f}" if sd is not None else "") + f" {interval}"
 
 
 def _change_cell(c: Change, ratio: bool = False) -> str:
@@ -50,9 +54,11 @@ def _change_cell(c: Change, ratio: bool = False) -> str:
         return "inf"
     if ratio:
         sd = f" ±{c.spread:.2f}" if c.spread is not None else ""
-        return f"{number(1 + c.value)}x{sd} [{number(1 + low)}, {number(1 + high)}]"
+        interval = NO_INTERVAL if math.isnan(low) else f"[{number(1 + low)}, {number(1 + high)}]"
+        return f"{number(1 + c.value)}x{sd} {interval}"
     sd = f" ±{100 * c.spread:.1f}" if c.spread is not None else ""
-    return f"{100 * c.value:+.1f}%{sd} [{100 * low:+.1f}, {100 * high:+.1f}]" + (f" {FINDING}" if c.is_finding else "")
+    interval = NO_INTERVAL if math.isnan(low) else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+    return f"{100 * c.value:+.1f}%{sd} {interval}" + (f" {FINDING}" if c.is_finding else "")
 
 
 def _seeds(group: Group) -> str:
