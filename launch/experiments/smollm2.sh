@@ -101,7 +101,9 @@ for model in "$PARENT" "${RUNS[@]}"; do
         echo "## $(basename "$model")"
         for prompt in "${PROMPTS[@]}"; do
             echo
-            python -m train.generate "checkpoint=$model" "prompt='$prompt'" max_new_tokens=48 2>/dev/null | sed 's/^/> /'
+            # From the prompt on: DeepSpeed logs its accelerator on stdout before anything else.
+            python -m train.generate "checkpoint=$model" "prompt='$prompt'" max_new_tokens=48 2>/dev/null |
+                awk -v prompt="$prompt" 'index($0, prompt) == 1 {on = 1} on' | sed 's/^/> /'
         done
         echo
     } > "$file.tmp"

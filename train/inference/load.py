@@ -7,7 +7,9 @@ DeepSpeed's own zero_to_fp32, with no process group, into ZeRO's fp32 master wei
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +110,10 @@ def load_model(
             raise BadInput(f"{ckpt.folder}/config.json lacks {CONFIG_KEY}, so a CoCA checkpoint cannot be told "
                              f"from a vanilla one: add \"{CONFIG_KEY}\": the run's model.attention "
                              f"(vanilla, slack or exact)")
-        state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
+        # zero_to_fp32 reports its progress with print(): keep stdout for what the command itself writes
+        # (train.generate's text), so that it can be piped.
+        with contextlib.redirect_stdout(sys.stderr):
+            state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ckpt.folder.parent), tag=ckpt.folder.name)
         reference = read_reference(ckpt.folder)
         if reference is None:
             # from_pretrained with no path builds the model on the meta device and loads this state dict.
