@@ -1,6 +1,6 @@
 """The GPU check: one command, about 8 minutes on one H100/H200, for every GPU figure the project lacks.
 
-    python bench/gpu_check.py --out "$OUT"                 # on the GPU (README, Benchmarks: with the device tool)
+    python bench/gpu_check.py --out "$OUT"                 # on the GPU (docs/development.md, "The GPU check")
     python bench/gpu_check.py --dry-run --out /tmp/check   # CPU, tiny shapes, the same code paths
 
 It writes gpu_check.md (date, device, versions, then one section each) into --out after every

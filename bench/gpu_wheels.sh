@@ -2,7 +2,7 @@
 # The wheels bench/gpu_check.py needs on the GPU image (Python 3.12, torch, transformers, triton;
 # no DeepSpeed, datasets or pydantic), into .whl/ (git-ignored; a few MiB, far below the 64 MiB
 # a device call carries). DeepSpeed ships as source: DS_BUILD_OPS=0 makes a pure-Python wheel.
-#   bash bench/gpu_wheels.sh [python]       # then see README, Benchmarks, for the device command
+#   bash bench/gpu_wheels.sh [python]       # then see docs/development.md, "The GPU check"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${1:-python3}

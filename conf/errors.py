@@ -13,7 +13,7 @@ class BadInput(ValueError):
     A ValueError, so that code calling the project as a library can catch it as one."""
 
 
-# Exit statuses of every command (docs and the README's "Running on a cluster" list them).
+# Exit statuses of every command (the README's "Run on a cluster" lists them).
 EXIT_FAILED = 1  # an unexpected error: the traceback says where
 EXIT_BAD_INPUT = 2
 # max_bad_steps non-finite steps in a row stopped the run.

@@ -1,4 +1,4 @@
-"""Tables of several evaluations, from their eval.json files: what the README's Results hold.
+"""Tables of several evaluations, from their eval.json files: what docs/experiments.md links.
 
     python -m train.report runs/*/eval/*/eval.json [--against LABEL ...] [--out FILE.md]
 
