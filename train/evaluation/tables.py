@@ -1,4 +1,4 @@
-"""Tables comparing several evaluations (eval.json), for `python -m train.report` and the published tables (docs/experiments.md).
+"""Tables comparing several evaluations (eval.json), for `python -m train.report` (docs/experiments.md links them).
 
 - Perplexity: a row per model (its seeds pooled, train/evaluation/groups.py), a column per window
   length, each cell the perplexity with its seed spread and block-bootstrap document interval
