@@ -2,6 +2,7 @@
 hold only what trains and name their base, init_from's model becomes the base, and an export merges
 the adapters into an ordinary CoCA folder with the unmerged model's logits."""
 import json
+import re
 
 import pytest
 import torch
@@ -110,6 +111,21 @@ def test_init_from_gives_the_base_that_the_adapters_adapt(train_here, parent, tm
     assert train_here(f"run_dir={child}", *PRETRAINED, *LORA, f"model.name_or_path={parent}",
                       "optim.lr=1e-12", "trainer.max_steps=4", "trainer.save_every=2") == 0
     assert read_reference(checkpoint_dir(child, 4))["init_from"] == str(checkpoint_dir(full, 4))
+
+
+@pytest.mark.long
+def test_a_resume_that_adds_drops_or_changes_lora_is_one_line_and_moves_nothing(train_here, parent, tmp_path):
+    args = [*PRETRAINED, f"model.name_or_path={parent}", "trainer.max_steps=2"]
+    lora_run, full_run = tmp_path / "lora", tmp_path / "full"
+    assert train_here(f"run_dir={lora_run}", *args, *LORA) == 0
+    assert train_here(f"run_dir={full_run}", *args) == 0
+    for run_dir, change, saved in [(lora_run, [], "model.lora={'rank': 4"),
+                                   (lora_run, [*LORA, "model.lora.rank=8"], "model.lora={'rank': 4"),
+                                   (full_run, LORA, "no model.lora (no lora.json)")]:
+        before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+        with pytest.raises(BadInput, match=re.escape(saved)):
+            train_here(f"run_dir={run_dir}", *args, *change, "trainer.max_steps=4")
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
 @pytest.mark.parametrize("override, message", [

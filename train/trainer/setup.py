@@ -113,8 +113,8 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
         check_resume(resume_from, identity)
     ds_config = deepspeed_config(config)
     _check_memory(config, hf_config, ds_config)
+    lora_base = _lora_base(config, resume_from, init_from)  # may refuse the resume: before anything moves
     checkpoints.apply(plan)
-    lora_base = _lora_base(config, resume_from, init_from)
     engine, mpu, tile = _engine(config, hf_config, ds_config, resume_from, init_from, lora_base)
 
     rank, world = distributed.rank(), distributed.world_size()
@@ -175,15 +175,18 @@ def _datasets(config: FinetuneConfig, tokenizer) -> tuple[Dataset, PackedDataset
 
 def _lora_base(config: FinetuneConfig, resume_from: Path | None, init_from: Path | None) -> Path | None:
     """With model.lora, the checkpoint whose model the adapters adapt, if not model.name_or_path: the
-    init_from step (not its run_dir, whose latest moves on), or what the checkpoint resumed recorded."""
-    if not config.model.lora.rank:
+    init_from step (not its run_dir, whose latest moves on), or what the checkpoint resumed recorded.
+    A resume must keep the checkpoint's LoRA settings: its weights are adapters of exactly that shape."""
+    lora = dataclasses.asdict(config.model.lora) if config.model.lora.rank else None
+    reference = read_reference(resume_from) if resume_from is not None else None
+    if resume_from is not None and (reference or {}).get("lora") != lora:
+        saved = f"model.lora={reference['lora']}" if reference else f"no model.lora (no {LORA_FILE})"
+        raise BadInput(f"model.lora={lora} does not match {resume_from}, saved with {saved}: resume with the "
+                       f"checkpoint's settings, or start a new run_dir from it with model.init_from")
+    if lora is None:
         return None
-    if resume_from is None:
-        return init_from
-    reference = read_reference(resume_from)
     if reference is None:
-        raise BadInput(f"model.lora is set but {resume_from} is not a LoRA checkpoint (no {LORA_FILE}): resume it "
-                       f"without model.lora, or start from it with model.init_from in a new run_dir")
+        return init_from
     return Path(reference["init_from"]) if reference["init_from"] else None
 
 
