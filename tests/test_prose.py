@@ -13,6 +13,12 @@ PROSE = (REPO / "README.md", REPO / "docs" / "experiments.md")
 # (the prose as the README or docs/experiments.md has it, table file, the sentence that heads the table or None for the
 # file's first table, row, column, what the cell starts with)
 CLAIMS = [
+    ("The low-frequency conversion costs +1.0% [+1.0, +1.0]", "conversion-in-window.md", "Change in perplexity",
+     "conversion_lowfreq slack", "128", "+1.0% ±0.0 [+1.0, +1.0]"),
+    ("it does not recover: 2577.78 [2443.82, 2722.33] in the window\n  against 34.02 [32.77, 35.42]",
+     "smollm2-in-window.md", None, "smollm2_coca slack", "512", "2577.78 [2443.82, 2722.33]"),
+    ("CoCA costs +9.5% [+9.3, +9.6]", "conversion-in-window.md", "Change in perplexity", "conversion_kproj_all slack",
+     "128", "+9.5% [+9.3, +9.6]"),
     ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_coca slack", "512",
      "2577.78 [2443.82, 2722.33]"),
     ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_vanilla vanilla",
