@@ -120,7 +120,7 @@ def load_model(
             model, info = model_class.from_pretrained(None, state_dict=state_dict, **options)
             convert_to_coca(model, variant)
         else:
-            base = _lora_base(reference, config, dtype, attn_implementation)
+            base = _adapted_model(reference, config, dtype, attn_implementation)
             model, info = merged(ckpt.folder, reference, base, state_dict)
     _check_loaded(ckpt.folder, info)
     # The trainer switches the KV cache off, and transformers copies that into the generation
@@ -130,7 +130,7 @@ def load_model(
     return model.eval()
 
 
-def _lora_base(reference: dict, config: PretrainedConfig, dtype: str, attn_implementation: str) -> PreTrainedModel:
+def _adapted_model(reference: dict, config: PretrainedConfig, dtype: str, attn_implementation: str) -> PreTrainedModel:
     """The model a LoRA checkpoint's adapters adapt, built with the checkpoint's config (its CoCA
     variant and slices, and the RoPE asked for): model.init_from's model, else model.name_or_path."""
     base = reference["init_from"] or reference["base"]
