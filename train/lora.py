@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
