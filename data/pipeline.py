@@ -15,6 +15,7 @@ from data.mixture import Mixture
 from data.packing import PackedDataset
 from data.passkey_mix import PasskeyMix
 from data.sources import load_raw_splits
+from conf.checks import check_choice
 from conf.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def check_config(cfg: DataConfig) -> None:
     for index, source in enumerate(cfg.sources):
         if source.weight <= 0:
             raise BadInput(f"data.sources[{index}].weight={source.weight}: weights must be positive")
+        # Named here with its index: load_raw_splits would name only data.source.
+        check_choice(f"data.sources[{index}].source", source.source, ("sample", "pg19", "local"))
     if cfg.sources:
         names = [name for name, _ in source_configs(cfg)]
         if len(set(names)) < len(names):

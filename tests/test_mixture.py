@@ -96,6 +96,7 @@ def test_a_run_logs_each_sources_share_and_resumes_the_same_stream(train_here, t
     ("data.sources=[{source:sample,weight:0}]", "data.sources[0].weight=0.0"),
     ("data.sources=[{source:sample},{source:sample}]", "give each a different name"),
     ("data.upsample_long.min_tokens=0", "data.upsample_long: min_tokens=0"),
+    ("data.sources=[{source:sample},{source:hub,path:x}]", "data.sources[1].source='hub' is not supported"),
 ])
 def test_bad_mixtures_are_one_line_before_any_data_is_read(train_here, tmp_path, override, message):
     with pytest.raises(BadInput, match=message.replace("[", r"\[").replace("]", r"\]")):
