@@ -50,7 +50,8 @@ class ModelConfig:
     # all: the constraint on every 2-D RoPE slice (the paper's) | low_frequency: only on the slices
     # whose wavelength exceeds the training length (max_position_embeddings); the rest stay vanilla
     coca_slices: str = "all"
-    # k_proj | random | fit: least squares on the parent's scores (a vanilla init_from; train/trainer/fit_w_t.py)
+    # k_proj | random | fit: least squares on the parent's scores (a vanilla name_or_path or init_from;
+    # train/trainer/fit_w_t.py)
     t_init: str = "k_proj"
     trainable: str = "all"  # all | t_only | qkv
     # transformers' rope_parameters overrides, e.g. {rope_type: linear, factor: 4.0}; null: none.
@@ -149,7 +150,7 @@ def validate(config: FinetuneConfig) -> None:
     problems.choice("trainer.precision", t.precision, PRECISIONS)
     problems.choice("trainer.loss", t.loss, LOSSES)
     if m.t_init == "fit":
-        needs = {"model.init_from=<the vanilla parent>": m.init_from is not None,
+        needs = {"a vanilla parent (model.name_or_path or model.init_from)": m.init_from is not None or m.name_or_path is not None,
                  "model.attention=slack or exact": m.attention != "vanilla",
                  "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1,
                  "ZeRO stage 0-2": config.deepspeed.get("zero_optimization", {}).get("stage", 0) < 3}

@@ -109,5 +109,35 @@ def test_t_init_fit_needs_a_parent():
     from tests.test_config import compose_config
 
     with pytest.raises(ValueError, match=r"model.t_init=fit fits W_t to a vanilla parent's scores: it needs "
-                                         r"model.init_from=<the vanilla parent>"):
+                                         r"a vanilla parent \(model.name_or_path or model.init_from\)"):
         validate(compose_config("model.t_init=fit"))
+
+
+def test_t_init_fit_converts_a_pretrained_model_once_and_a_resume_keeps_the_trained_w_t(
+        train_here, tmp_path, sample_tokenizer, caplog):
+    """The main path (model.name_or_path, a pretrained vanilla LLaMA) fits W_t as init_from does; a
+    resumed run continues from its checkpoint's W_t instead of fitting again."""
+    from tests.test_gguf import tiny_llama
+    from tests.test_lora import PRETRAINED
+
+    folder = tmp_path / "pretrained"
+    tiny_llama(sample_tokenizer).save_pretrained(folder)
+    sample_tokenizer.save_pretrained(folder)
+    args = [*PRETRAINED, f"model.name_or_path={folder}", "model.attention=slack", "model.t_init=fit",
+            "trainer.save_every=2"]
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={tmp_path / 'frozen'}", *args, *FROZEN) == 0
+    line = next(r.getMessage() for r in caplog.records if "model.t_init=fit" in r.getMessage())
+    gaps = [tuple(map(float, pair.split(" -> "))) for pair in line.split("from W_k -> fitted: ")[1].split(", ")]
+    assert len(gaps) == 2 and all(after < before for before, after in gaps), line
+    fitted = weights(tmp_path / "frozen", 1)
+    for name, value in tiny_llama(sample_tokenizer).state_dict().items():
+        assert torch.equal(fitted[name], value) != name.endswith("self_attn.k_proj.weight"), name
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    assert train_here(f"run_dir={whole}", *args, "trainer.max_steps=4") == 0
+    assert train_here(f"run_dir={halves}", *args, "trainer.max_steps=2") == 0
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert train_here(f"run_dir={halves}", *args, "trainer.max_steps=4") == 0
+    assert not any("model.t_init=fit" in r.getMessage() for r in caplog.records)
+    assert losses(halves) == losses(whole)

@@ -122,7 +122,10 @@ def _setup(config: FinetuneConfig, run_dir: Path, stop: StopRequest, started: fl
     sampler = ResumableDistributedSampler(len(train_set), global_batch, rank, world, seed=config.seed)
     state = _restore(engine, sampler, resume_from, None if lora_base else init_from)
     if init_from is not None:
-        _apply_t_init_after_load(config, engine, init_from, train_set)
+        _apply_t_init_after_load(config, engine, PretrainedConfig.from_json_file(str(init_from / "config.json")),
+                                 train_set)
+    elif resume_from is None and config.model.t_init == "fit":
+        _apply_t_init_after_load(config, engine, hf_config, train_set)  # name_or_path's weights came with the build
     metrics = _start_metrics(config, run_dir, resolved, state)
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
     steps = Steps(config, engine, train_set, val_set, sampler, rank, world, mpu,
@@ -245,11 +248,10 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
     return TrainerState()
 
 
-def _apply_t_init_after_load(config: FinetuneConfig, engine, init_from: Path, train_set) -> None:
-    """Loading a vanilla parent's weights overwrote W_t with its W_k: with t_init=random, draw
-    W_t again; with t_init=fit, fit it to the parent's scores. The optimizer's fp32 master copy
-    then takes the new weights."""
-    parent = PretrainedConfig.from_json_file(str(init_from / "config.json"))
+def _apply_t_init_after_load(config: FinetuneConfig, engine, parent: PretrainedConfig, train_set) -> None:
+    """The parent's weights (init_from's, or name_or_path's) left W_t at its W_k: with t_init=random
+    (init_from only: the build draws it for name_or_path), draw W_t again; with t_init=fit, fit it
+    to the parent's scores. The optimizer's fp32 master copy then takes the new weights."""
     if config.model.t_init == "k_proj" or config.model.attention == "vanilla":
         return
     if getattr(parent, CONFIG_KEY, None) not in (None, "vanilla"):
