@@ -3,8 +3,13 @@
 A prompt is the task line, a haystack with the key line somewhere in it, then the question; the
 answer is the key. Both sides build it from the same token pieces (`Pieces`), with a haystack of
 book text from their own split, so that what is tested is what was trained, at any distance up
-to the window. The task line is short (the fixed part is 57 tokens with the `sample` tokenizer,
-34 with LLaMA-2's, the answer included) so that most of a window is haystack. The 5-digit keys are split once and for
+to the window. The task line is short, so that most of a window is haystack; the key line is the
+original task's, which states the key twice (the fixed part is 81 tokens with the `sample`
+tokenizer, 48 with LLaMA-2's, the answer included). Stated once, no pilot model learnt to retrieve
+it at all: the second statement, a few tokens after the first, is a short copy a small model
+learns first, and the long-range copy the question asks for grows out of it (bench/RESULTS.md,
+round 2 pilots). The farthest trained key-question distance is the same either way: the window
+less the task line, question and answer. The 5-digit keys are split once and for
 all into two disjoint halves by a hash (which no model can learn): training sequences draw from
 one half, evaluation prompts from the other, so an evaluation never asks for a key the model has seen.
 """
@@ -21,7 +26,7 @@ QUESTION = "What is the pass key? The pass key is"
 
 
 def key_line(key: str) -> str:
-    return f"The pass key is {key}."
+    return f"The pass key is {key}. Remember it. {key} is the pass key."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -206,11 +206,11 @@ def test_passkey_prompts_hold_the_key_at_the_depth_and_fill_the_length(trained, 
     for name, tok in tokenizers(trained).items():
         book = tok("The old house stood at the end of the lane, " * 400, add_special_tokens=False)["input_ids"]
         books = [book] if haystack == "books" else None
-        for length in (100, 2000):
+        for length in (120, 2000):
             for prompt in make_prompts(tok, length, 4, [0.0, 0.3, 0.5, 1.0], seed=0, books=books):
                 assert len(prompt.input_ids) == length, (name, length, prompt.depth)
                 text = tok.decode(prompt.input_ids, skip_special_tokens=True)
-                assert text.endswith(QUESTION) and text.count(prompt.key) == 1
+                assert text.endswith(QUESTION) and text.count(prompt.key) == 2  # the key line states it twice
                 assert text.startswith(TASK) and key_line(prompt.key) in text
                 assert prompt.before == round(prompt.depth * prompt.haystack)
                 if haystack == "filler":
@@ -221,9 +221,11 @@ def test_passkey_prompts_hold_the_key_at_the_depth_and_fill_the_length(trained, 
             build_prompt(tok, "80417", 20, 0.5, book)
 
 
-def test_the_fixed_part_of_a_passkey_prompt_leaves_the_window_to_the_haystack(sample_tokenizer):
-    """The task's own tokens (with the answer) are at most 60: at L = 256 most of a prompt is haystack."""
-    assert pieces(sample_tokenizer, "80417").fixed <= 60
+def test_the_fixed_part_of_a_passkey_prompt_leaves_the_window_to_the_key_question_distance(sample_tokenizer):
+    """The task line, question and answer take at most 60 tokens, so at L = 256 a key can sit ~0.8 L
+    from its question; the whole fixed part, the key line (the key twice) included, is under 90."""
+    parts = pieces(sample_tokenizer, "80417")
+    assert len(parts.task) + len(parts.question) + len(parts.answer) <= 60 and parts.fixed <= 90
 
 
 def test_passkey_keys_are_seeded_five_digit_numbers_and_scored_by_prefix(trained):
