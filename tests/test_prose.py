@@ -13,12 +13,26 @@ PROSE = (REPO / "README.md", REPO / "docs" / "experiments.md")
 # (the prose as the README or docs/experiments.md has it, table file, the sentence that heads the table or None for the
 # file's first table, row, column, what the cell starts with)
 CLAIMS = [
-    ("The low-frequency conversion costs +1.0% [+1.0, +1.0]", "conversion-in-window.md", "Change in perplexity",
-     "conversion_lowfreq slack", "128", "+1.0% ±0.0 [+1.0, +1.0]"),
+    ("The low-frequency conversion costs\n  +1.1% ±0.2 [+0.9, +1.2] ✓", "conversion-in-window.md", "Change in perplexity",
+     "conversion_lowfreq slack", "128", "+1.1% ±0.2 [+0.9, +1.2] ✓"),
+    ("at 32L it is -53.6% ±6.0 [-58.6, -47.2] ✓", "conversion.md", "Change in perplexity against conversion_vanilla "
+     "vanilla (paired", "conversion_lowfreq slack", "4K", "-53.6% ±6.0 [-58.6, -47.2] ✓"),
+    ("-9.9% ±3.5 [-13.5, -6.0] ✓", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + "
+     "dynamic-x4", "conversion_lowfreq slack", "4K", "-9.9% ±3.5 [-13.5, -6.0] ✓"),
+    ("-19.1% ±2.0\n  [-20.7, -17.0] ✓", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + "
+     "dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "4K", "-19.1% ±2.0 [-20.7, -17.0] ✓"),
+    ("not different at 8L (+2.8% ±3.8 [-0.9, +7.2])", "conversion.md", "Change in perplexity against "
+     "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "1K", "+2.8% ±3.8 [-0.9, +7.2]"),
+    ("ppl(32L)/ppl(L) is 2.52x ±0.19 [2.26, 2.82]", "conversion.md", None, "conversion_lowfreq slack",
+     "ppl(4K) / ppl(128)", "2.52x ±0.19 [2.26, 2.82]"),
+    ("5.47x ±0.51 [4.80, 6.22]", "conversion.md", None, "conversion_vanilla vanilla", "ppl(4K) / ppl(128)",
+     "5.47x ±0.51 [4.80, 6.22]"),
     ("it does not recover: 2577.78 [2443.82, 2722.33] in the window\n  against 34.02 [32.77, 35.42]",
      "smollm2-in-window.md", None, "smollm2_coca slack", "512", "2577.78 [2443.82, 2722.33]"),
-    ("CoCA costs +9.5% [+9.3, +9.6]", "conversion-in-window.md", "Change in perplexity", "conversion_kproj_all slack",
-     "128", "+9.5% [+9.3, +9.6]"),
+    ("CoCA costs +9.4% [+9.3, +9.6]", "conversion-in-window.md", "Change in perplexity", "conversion_kproj_all slack",
+     "128", "+9.4% [+9.3, +9.6]"),
+    ("with the fitted W_t +4.4%\n  [+4.3, +4.5]", "conversion-in-window.md", "Change in perplexity",
+     "conversion_fit slack", "128", "+4.4% [+4.3, +4.5]"),
     ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_coca slack", "512",
      "2577.78 [2443.82, 2722.33]"),
     ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_vanilla vanilla",
@@ -46,8 +60,10 @@ CLAIMS = [
      "extrapolation_slack slack", "128", "+6.0%"),
     ("slack and\nexact cost +6.0% and +5.3% in the window", "quick-extrapolation-in-window.md", "Change in perplexity",
      "extrapolation_exact exact", "128", "+5.3%"),
-    ("it costs +1.0% [+1.0, +1.0] in the window", "conversion-in-window.md", "Change in perplexity",
-     "conversion_lowfreq slack", "128", "+1.0% ±0.0 [+1.0, +1.0]"),
+    ("it costs +1.1% ±0.2 [+0.9, +1.2] in the window", "conversion-in-window.md", "Change in perplexity",
+     "conversion_lowfreq slack", "128", "+1.1% ±0.2 [+0.9, +1.2]"),
+    ("+1.0% [+0.9, +1.2] ✓ in the window against the parent", "conversion-validation.md", "Change in perplexity",
+     "conversion_lowfreq slack", "128", "+1.0% [+0.9, +1.2] ✓"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
      "passkey_slack slack", "depth 1.0", "0.03"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",

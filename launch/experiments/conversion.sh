@@ -13,7 +13,7 @@
 # 2. The chosen one (CHOSEN, default conversion_lowfreq) and the baseline with the other SEEDS.
 # 3. Every run on the test books, as trained and with dynamic NTK: $ROOT/conversion.md and .png;
 #    at L on the whole test split: $ROOT/conversion-in-window.md.
-# 4. The chosen one and the baseline 2x and 4x as long (BUDGETS, default "2 4"; seed 0):
+# 4. The chosen one and the baseline 2x and 4x as long (BUDGETS, default "2 4"; BUDGETS= skips it; seed 0):
 #    $ROOT/conversion-budget.md and conversion-budget-in-window.md.
 # From the repository root:
 #   launch/experiments/conversion.sh [training overrides...]
@@ -26,7 +26,7 @@ done
 PARENT="model.init_from=$ROOT/extrapolation_vanilla-seed\${seed}"  # Hydra resolves it per seed
 NAMES=(conversion_vanilla conversion_kproj_all conversion_lowfreq conversion_fit)
 CHOSEN=${CHOSEN:-conversion_lowfreq}
-BUDGETS=${BUDGETS:-2 4}
+BUDGETS=${BUDGETS-2 4}  # set and empty: no budget runs
 VAL_DOCS=${VAL_DOCS:-12}
 
 train() {  # train NAME SEEDS [overrides]: one sweep over the seeds, from the parent
