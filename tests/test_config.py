@@ -29,8 +29,10 @@ def test_default_is_the_tiny_cpu_run():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment, tmp_path):
-    # Conversions start from a parent given on the command line; any existing folder will do here.
-    parent = [f"model.init_from={tmp_path}"] if experiment.startswith("conversion") else []
+    # Conversions start from a parent given on the command line (init_from, or the SmolLM2 file
+    # as name_or_path); any existing folder will do here.
+    parent = {"conversion": [f"model.init_from={tmp_path}"], "smollm2": [f"model.name_or_path={tmp_path}"]}
+    parent = parent.get(experiment.split("_")[0], [])
     config = compose_config(f"+experiment={experiment}", *parent)
     assert config.name.startswith(experiment.rsplit("_stage", 1)[0])
     assert config.deepspeed["zero_optimization"]["stage"] in (2, 3)
