@@ -62,6 +62,13 @@ CLAIMS = [
      "extrapolation_exact exact", "128", "+5.3%"),
     ("it costs +1.1% ±0.2 [+0.9, +1.2] in the window", "conversion-in-window.md", "Change in perplexity",
      "conversion_lowfreq slack", "128", "+1.1% ±0.2 [+0.9, +1.2]"),
+    ("+0.5% [+0.5, +0.6] ✓ at\n  2,400", "conversion-budget-in-window.md", "Change in perplexity against "
+     "conversion_vanilla_x4 vanilla", "conversion_lowfreq_x4 slack", "128", "+0.5% [+0.5, +0.6] ✓"),
+    ("-12.3% [-14.6, -10.0] at 32L", "conversion-budget.md", "Change in perplexity against conversion_vanilla_x4 "
+     "vanilla + dynamic-x4", "conversion_lowfreq_x4 slack", "4K", "-12.3% [-14.6, -10.0] ✓"),
+    ("-23.6% [-24.1, -23.0]", "conversion-budget.md", "Change in perplexity against conversion_vanilla_x4 "
+     "vanilla + dynamic-x4", "conversion_lowfreq_x4 slack + dynamic-x4", "4K", "-23.6% [-24.1, -23.0] ✓"),
+    ("7.43x at 4x", "conversion-budget.md", None, "conversion_vanilla_x4 vanilla", "ppl(4K) / ppl(128)", "7.43x"),
     ("+1.0% [+0.9, +1.2] ✓ in the window against the parent", "conversion-validation.md", "Change in perplexity",
      "conversion_lowfreq slack", "128", "+1.0% [+0.9, +1.2] ✓"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
