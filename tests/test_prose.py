@@ -19,9 +19,9 @@ CLAIMS = [
      "vanilla (paired", "conversion_lowfreq slack", "4K", "-53.6% ±6.0 [-58.6, -47.2] ✓"),
     ("-9.9% ±3.5 [-13.5, -6.0] ✓", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + "
      "dynamic-x4", "conversion_lowfreq slack", "4K", "-9.9% ±3.5 [-13.5, -6.0] ✓"),
-    ("-19.1% ±2.0\n  [-20.7, -17.0] ✓", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + "
+    ("-19.1% ±2.0 [-20.7, -17.0] ✓)", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + "
      "dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "4K", "-19.1% ±2.0 [-20.7, -17.0] ✓"),
-    ("not different at 8L (+2.8% ±3.8 [-0.9, +7.2])", "conversion.md", "Change in perplexity against "
+    ("not different at 8L (+2.8% ±3.8\n  [-0.9, +7.2])", "conversion.md", "Change in perplexity against "
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "1K", "+2.8% ±3.8 [-0.9, +7.2]"),
     ("ppl(32L)/ppl(L) is 2.52x ±0.19 [2.26, 2.82]", "conversion.md", None, "conversion_lowfreq slack",
      "ppl(4K) / ppl(128)", "2.52x ±0.19 [2.26, 2.82]"),
@@ -68,7 +68,13 @@ CLAIMS = [
      "vanilla + dynamic-x4", "conversion_lowfreq_x4 slack", "4K", "-12.3% [-14.6, -10.0] ✓"),
     ("-23.6% [-24.1, -23.0]", "conversion-budget.md", "Change in perplexity against conversion_vanilla_x4 "
      "vanilla + dynamic-x4", "conversion_lowfreq_x4 slack + dynamic-x4", "4K", "-23.6% [-24.1, -23.0] ✓"),
-    ("7.43x at 4x", "conversion-budget.md", None, "conversion_vanilla_x4 vanilla", "ppl(4K) / ppl(128)", "7.43x"),
+    ("+13.7% ±2.1\n  [+10.6, +16.1]", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "512",
+     "+13.7% ±2.1 [+10.6, +16.1] ✓"),
+    ("+5.9% ±1.9 [+3.7, +8.6]", "conversion.md", "Change in perplexity against conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "512", "+5.9% ±1.9 [+3.7, +8.6] ✓"),
+    ("-14.3% ±2.9 [-17.2, -11.7] ✓ at 2L", "conversion.md", "Change in perplexity against conversion_vanilla vanilla "
+     "(paired", "conversion_lowfreq slack", "256", "-14.3% ±2.9 [-17.2, -11.7] ✓"),
+    ("7.43x [6.65, 8.28] at 4x", "conversion-budget.md", None, "conversion_vanilla_x4 vanilla", "ppl(4K) / ppl(128)",
+     "7.43x [6.65, 8.28]"),
     ("+1.0% [+0.9, +1.2] ✓ in the window against the parent", "conversion-validation.md", "Change in perplexity",
      "conversion_lowfreq slack", "128", "+1.0% [+0.9, +1.2] ✓"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
