@@ -36,7 +36,7 @@ def test_table_has_every_length_the_ratio_and_the_change_against_a_baseline(tmp_
     assert "| coca | - | - | 1.00 [0.34, 1.00] | 0.50 [0.09, 0.91] |" in printed
 
 
-def _seeds_with_prompts(tmp_path, prompts=True):
+def _seeds_with_prompts(tmp_path, prompts=True, haystack="filler"):
     """3 seeds of vanilla and of coca (+8%), 8 documents of 2 books of which 80 were available; at
     512 tokens coca alone answers 12 of 30 prompts per seed, at 2K 1 of them."""
     paths = []
@@ -44,6 +44,7 @@ def _seeds_with_prompts(tmp_path, prompts=True):
         for name, ppl, answered in (("vanilla", 10.0, {512: 10, 2048: 10}), ("coca", 10.8, {512: 22, 2048: 11})):
             results = fake_results(f"{name}-seed{seed}", [ppl, ppl, ppl], seed=seed, group=name, spread=0.05)
             results["perplexity"]["available_docs"] = 80
+            results["passkey"]["haystack"] = haystack
             for row in results["passkey"]["by_length"] if prompts else ():
                 row["prompts"] = [{"key": str(10000 + i), "depth": 0.5, "answer": "",
                                    "correct": i < answered[row["length"]]} for i in range(30)]
@@ -69,10 +70,26 @@ def test_the_report_shows_each_books_change_the_finding_rule_and_paired_passkey_
     for book in (0, 1):
         cells = r" \| ".join([r"[-+]\d+\.\d%"] * 3)
         assert re.search(rf"\| coca \| - \| {book}: t \(4 documents\) \| {cells} \|", printed), book
-    assert "Passkey retrieval against vanilla (paired: same prompts, seed s against seed s" in printed
+    assert "Passkey retrieval against vanilla (paired: same prompts, seed s against seed s or a model without a seed" in printed
     assert "| coca | - | +36/-0 p=2.9e-11 ✓ | +3/-0 p=0.25 |" in printed  # 12 and 1 prompts a seed, 3 seeds
-    assert ("A length's prompts are its filler texts x keys (seeded, the same for every model), not independent draws "
-            "of prompts: the test is on these prompts, not on prompts in general.") in printed
+    assert ("A length's prompts are one filler text with keys at a few depths (seeded, the same for every model), "
+            "not independent draws of prompts: the test is on these prompts, not on prompts in general.") in printed
+
+
+def test_a_parent_without_a_seed_is_paired_with_every_seed_of_the_other_model(tmp_path, capsys):
+    """Experiment 4's parent is evaluated once, without a seed; seed s against seed s would leave its
+    row empty. It pairs with each seed of vanilla: 3 seeds x (12 at 512, 1 at 2K) prompts only it answers."""
+    paths = [p for p in _seeds_with_prompts(tmp_path, haystack="books") if "/coca-" not in p]
+    parent = fake_results("parent", [10.0, 10.0, 10.0])
+    for row in parent["passkey"]["by_length"]:
+        answered = {512: 22, 2048: 11}[row["length"]]
+        row["prompts"] = [{"key": str(10000 + i), "depth": 0.5, "answer": "", "correct": i < answered}
+                          for i in range(30)]
+    paths.append(str(write_results(parent, tmp_path / "parent")))
+    report_main([*paths, "--against", "vanilla"])
+    printed = capsys.readouterr().out
+    assert "| parent | - | +36/-0 p=2.9e-11 ✓ | +3/-0 p=0.25 |" in printed
+    assert "passages of one book are not independent, so the test is on these prompts and books" in printed
 
 
 def test_results_without_passkey_prompts_get_no_paired_passkey_table(tmp_path, capsys):

@@ -139,9 +139,15 @@ def change(group: Group, baseline: Group, length: int, baseline_length: int | No
 def passkey_change(group: Group, baseline: Group, length: int) -> tuple[int, int, float] | None:
     """McNemar's test of `group` against `baseline` on the passkey prompts at `length`, seed s
     against seed s, the pairs of every seed pooled: (prompts only `group` answers, only `baseline`
-    answers, p); None where no seed of both stores its prompts there, or their numbers differ."""
+    answers, p); None where no seed of both stores its prompts there, or their numbers differ. A
+    model evaluated once without a seed (a pretrained parent) pairs with every seed of the other."""
     ours, theirs = group.passkey_prompts(length), baseline.passkey_prompts(length)
-    pairs = [(ours[seed], theirs[seed]) for seed in ours if seed in theirs]
+    if list(ours) == [None]:
+        pairs = [(ours[None], prompts) for prompts in theirs.values()]
+    elif list(theirs) == [None]:
+        pairs = [(prompts, theirs[None]) for prompts in ours.values()]
+    else:
+        pairs = [(ours[seed], theirs[seed]) for seed in ours if seed in theirs]
     if not pairs or any(len(a) != len(b) for a, b in pairs):
         return None
     for a, b in pairs:

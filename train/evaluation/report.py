@@ -68,7 +68,7 @@ def markdown(results: dict[str, Any]) -> str:
         body.append(["**all**"] + [f"**{r['accuracy']:.2f}** [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" for r in rows])
         lines += ["## Passkey retrieval", "",
                   f"{passkey['cases']} cases per length (random 5-digit keys, seed {passkey['seed']}); "
-                  "greedy decoding; accuracy by the key's depth in the filler; [ ]: 95% Wilson interval.", "",
+                  "greedy decoding; accuracy by the key's depth in the haystack; [ ]: 95% Wilson interval.", "",
                   markdown_table(["length"] + [length_name(r["length"]) for r in rows], body), ""]
     return "\n".join(lines)
 

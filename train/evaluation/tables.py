@@ -140,7 +140,7 @@ def passkey_tables(groups: list[Group], baselines: Sequence[Group] = ()) -> str:
     return "\n\n".join(part for part in [
         f"Passkey accuracy by length ({cases} cases per length and seed; [ ]: 95% Wilson interval, seeds pooled):",
         markdown_table(["run", "RoPE at eval", "seeds", *map(length_name, lengths)], body),
-        "Passkey accuracy by the key's depth in the filler (0: start, 1: end), all lengths pooled:",
+        "Passkey accuracy by the key's depth in the haystack (0: start, 1: end), all lengths pooled:",
         markdown_table(["run", "RoPE at eval", *(f"depth {d}" for d in names)], depth_body), *paired] if part)
 
 
@@ -151,12 +151,22 @@ def _paired_passkey_table(groups: list[Group], baseline: Group, lengths: list[in
     if all(test is None for test in tests.values()):
         return ""
     body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g in others]
-    return (f"Passkey retrieval against {baseline.label} (paired: same prompts, seed s against seed s, the pairs "
-            "of all seeds pooled):\n\n" + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
+    return (f"Passkey retrieval against {baseline.label} (paired: same prompts, seed s against seed s or a model "
+            "without a seed against every seed, the pairs of all seeds pooled):\n\n"
+            + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
             + f"\n\nA cell: +k/-m: k prompts that only the model answers, m that only {baseline.label} answers; p: "
-            f"McNemar's exact two-sided test on those k + m prompts; {FINDING}: p < {SIGNIFICANCE}. A length's "
-            "prompts are its filler texts x keys (seeded, the same for every model), not independent draws of "
-            "prompts: the test is on these prompts, not on prompts in general.")
+            f"McNemar's exact two-sided test on those k + m prompts; {FINDING}: p < {SIGNIFICANCE}. "
+            + _prompts_note(baseline.runs[0]["passkey"]))
+
+
+def _prompts_note(passkey: dict) -> str:
+    """What a length's prompts are, so a reader knows what the paired test generalises to."""
+    if passkey.get("haystack", "filler") == "books":
+        return ("A length's prompts each hide their own key in their own passage of the evaluated split's books "
+                "(seeded, the same for every model); passages of one book are not independent, so the test is on "
+                "these prompts and books, not on prompts in general.")
+    return ("A length's prompts are one filler text with keys at a few depths (seeded, the same for every model), "
+            "not independent draws of prompts: the test is on these prompts, not on prompts in general.")
 
 
 def _mcnemar_cell(test: tuple[int, int, float] | None) -> str:
