@@ -13,6 +13,12 @@ query (tiny F, huge c*) dominate and made the gap hundreds of times worse than W
 fit still scores worse than W_k on the calibration text keeps W_k. Slices that stay vanilla
 (coca_slices=low_frequency) keep W_k. The fine-tuning that follows then starts from CoCA scores as
 close to the parent's as a linear W_t allows.
+
+Every sum above runs over the queries m >= n of a key n, and a slice's scores are products of
+2-vectors, so each is a quadratic form of the key's slice with a 2x2 matrix: the sum, over the
+group's heads and the later queries, of the outer products of their slices. A reverse cumulative
+sum gives those matrices for every key at once, so the fit costs O(S) per sequence, not the
+O(S^2) of forming every score (which took SmolLM2 half an hour on two CPU cores).
 """
 from __future__ import annotations
 
@@ -75,23 +81,18 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
     k = layer.k_proj(hidden.to(weight.dtype)).float().view(shape).transpose(1, 2)  # (B, Hkv, S, d): W_k
     parent_q, parent_k, _ = coca_query_key(q, k, cos, sin, "vanilla", 1.0)
     unit_q, unit_k, _ = coca_query_key(q, torch.ones_like(k), cos, sin, layer.variant, 1.0)  # c = 1
-    as_is = unit_k * _scalars(k)  # K' with W_t = W_k, as the conversion starts without the fit
-    b, kv_heads, s, _ = k.shape
+    kv_heads = k.shape[1]
     fitted = torch.arange(half, device=k.device) >= layer.first_slice  # the CoCA slices
-    seen = torch.ones(s, s, dtype=torch.bool, device=k.device).tril()[..., None] & fitted  # (m, n, d/2)
-    target = torch.zeros(b, kv_heads, s, half, device=k.device)
-    energy = torch.zeros_like(target)  # sum F^2 per key and slice: how much the key's c_n matters
-    for i in range(b):  # one sequence and key head at a time: (G, m, n, d/2) tensors
-        for g in range(kv_heads):
-            heads = slice(g * groups, (g + 1) * groups)
-            f = _per_slice(unit_q[i, heads], unit_k[i, g]) * seen
-            parent = _per_slice(parent_q[i, heads], parent_k[i, g]) * seen
-            energy[i, g] = f.square().sum(dim=(0, 1))
-            target[i, g] = (f * parent).sum(dim=(0, 1)) / (energy[i, g] + 1e-12)  # (n, d/2)
+    # (B, Hkv, S, d/2, 2, 2) for every key n: sums over its group's heads and the queries m >= n
+    unit_unit, unit_parent, parent_parent = (_later_queries(a, b, groups) for a, b in
+                                             ((unit_q, unit_q), (unit_q, parent_q), (parent_q, parent_q)))
+    unit_key, parent_key = _slices(unit_k), _slices(parent_k)
+    energy = _form(unit_key, unit_unit, unit_key) * fitted  # sum F^2 per key and slice: how much c_n matters
+    target = _form(unit_key, unit_parent, parent_key) / (energy + 1e-12)  # c*_n, (B, Hkv, S, d/2)
     # weighted ridge regression of c* on the layer's input: one row per (key head, slice), both rows of the slice
     x = hidden.reshape(-1, hidden.shape[-1]).double()
-    y = target.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half).double()
-    weights = energy.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half).double()
+    y = target.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half)
+    weights = energy.permute(0, 2, 1, 3).reshape(x.shape[0], kv_heads * half)
     w = torch.zeros(kv_heads * half, x.shape[1], dtype=torch.float64, device=x.device)
     eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     for column in fitted.repeat(kv_heads).nonzero().flatten().tolist():
@@ -108,16 +109,17 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
     if layer.k_proj.bias is not None:
         layer.k_proj.bias.view(kv_heads, 2, half)[:, :, fitted] = 0
     t = layer.k_proj(hidden.to(weight.dtype)).float().view(shape).transpose(1, 2)
-    as_fitted = unit_k * _scalars(t)  # K' with the fitted W_t, relu included
-    errors = torch.zeros(3, dtype=torch.float64)  # the parent's scores' energy, the gaps before and after
-    for i in range(b):
-        for g in range(kv_heads):
-            heads = slice(g * groups, (g + 1) * groups)
-            parent = _per_slice(parent_q[i, heads], parent_k[i, g]) * seen
-            errors += torch.stack([parent.square().sum(),
-                                   (_per_slice(unit_q[i, heads], as_is[i, g]) * seen - parent).square().sum(),
-                                   (_per_slice(unit_q[i, heads], as_fitted[i, g]) * seen - parent).square().sum()]).double()
-    before, after = (errors[1] / errors[0]).item(), (errors[2] / errors[0]).item()
+
+    def gap(key: torch.Tensor) -> torch.Tensor:
+        """sum over keys, fitted slices and their later queries of (CoCA's score - the parent's)^2"""
+        key = _slices(key)
+        squares = (_form(key, unit_unit, key) - 2 * _form(key, unit_parent, parent_key)
+                   + _form(parent_key, parent_parent, parent_key))
+        return squares[..., fitted].sum()
+
+    energy_parent = _form(parent_key, parent_parent, parent_key)[..., fitted].sum()
+    before = (gap(unit_k * _scalars(k)) / energy_parent).item()  # W_t = W_k, as the conversion starts without the fit
+    after = (gap(unit_k * _scalars(t)) / energy_parent).item()  # the fitted W_t, relu included
     if not after < before:  # the fit did not help on its own calibration text: W_k stays
         rows.copy_(w_k)
         if bias is not None:
@@ -126,12 +128,24 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
     return before, after
 
 
-def _per_slice(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """(G, S, d) queries and (S, d) keys -> per-slice products summed over the slice's two
-    dimensions, (G, m, n, d/2)."""
-    half = key.shape[-1] // 2
-    products = torch.einsum("gmd,nd->gmnd", query, key)
-    return products[..., :half] + products[..., half:]
+def _slices(x: torch.Tensor) -> torch.Tensor:
+    """(..., d) -> (..., d/2, 2): slice j holds dimensions j and j + d/2, as RoPE pairs them; float64."""
+    half = x.shape[-1] // 2
+    return torch.stack((x[..., :half], x[..., half:]), dim=-1).double()
+
+
+def _later_queries(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, H, S, d) queries a, b -> (B, Hkv, S, d/2, 2, 2): for key n, the sum over the key head's
+    `groups` query heads and the queries m >= n of the outer product of a's and b's slices."""
+    outer = torch.einsum("bhmjx,bhmjy->bhmjxy", _slices(a), _slices(b))
+    batch, heads, *rest = outer.shape
+    outer = outer.view(batch, heads // groups, groups, *rest).sum(dim=2)
+    return outer.flip(2).cumsum(dim=2).flip(2)
+
+
+def _form(x: torch.Tensor, matrix: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x_n^T M_n y_n per key n and slice: (B, Hkv, S, d/2)."""
+    return torch.einsum("bgnjx,bgnjxy,bgnjy->bgnj", x, matrix, y)
 
 
 def _scalars(k: torch.Tensor) -> torch.Tensor:
