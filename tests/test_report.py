@@ -92,6 +92,25 @@ def test_a_parent_without_a_seed_is_paired_with_every_seed_of_the_other_model(tm
     assert "passages of one book are not independent, so the test is on these prompts and books" in printed
 
 
+def test_each_model_with_rope_scaling_is_paired_with_itself_as_trained(tmp_path, capsys):
+    """The check that dynamic NTK changes nothing where the prompt fits the window: vanilla + NTK
+    loses 3 prompts a seed at 512 that vanilla answers, and matches it at 2K."""
+    paths = _seeds_with_prompts(tmp_path)
+    for seed in range(3):
+        results = fake_results(f"vanilla-seed{seed} + ntk", [10.0] * 3, seed=seed, group="vanilla + dynamic-x4")
+        results["model"]["rope_parameters"] = {"rope_type": "dynamic", "factor": 4.0}
+        for row in results["passkey"]["by_length"]:
+            lost = 3 if row["length"] == 512 else 0
+            row["prompts"] = [{"key": str(10000 + i), "depth": 0.5, "answer": "", "correct": lost <= i < 10}
+                              for i in range(30)]
+        paths.append(str(write_results(results, tmp_path / f"ntk-{seed}")))
+    report_main([*paths, "--against", "vanilla"])
+    printed = capsys.readouterr().out
+    table = printed[printed.index("Passkey retrieval with RoPE scaling at evaluation against the same model"):]
+    assert "| vanilla + dynamic-x4 | dynamic x4 | +0/-9 p=0.0039 ✓ | +0/-0 p=1 |" in table
+    assert "| coca |" not in table  # no scaled counterpart
+
+
 def test_results_without_passkey_prompts_get_no_paired_passkey_table(tmp_path, capsys):
     report_main([*_seeds_with_prompts(tmp_path, prompts=False), "--against", "vanilla"])
     printed = capsys.readouterr().out

@@ -137,6 +137,7 @@ def passkey_tables(groups: list[Group], baselines: Sequence[Group] = ()) -> str:
     cases = keyed[0].runs[0]["passkey"]["cases"]
     paired = [_paired_passkey_table(keyed, baseline, lengths) for baseline in baselines
               if baseline.runs[0]["passkey"] is not None]
+    paired.append(_scaling_passkey_table(keyed, lengths))
     return "\n\n".join(part for part in [
         f"Passkey accuracy by length ({cases} cases per length and seed; [ ]: 95% Wilson interval, seeds pooled):",
         markdown_table(["run", "RoPE at eval", "seeds", *map(length_name, lengths)], body),
@@ -157,6 +158,22 @@ def _paired_passkey_table(groups: list[Group], baseline: Group, lengths: list[in
             + f"\n\nA cell: +k/-m: k prompts that only the model answers, m that only {baseline.label} answers; p: "
             f"McNemar's exact two-sided test on those k + m prompts; {FINDING}: p < {SIGNIFICANCE}. "
             + _prompts_note(baseline.runs[0]["passkey"]))
+
+
+def _scaling_passkey_table(groups: list[Group], lengths: list[int]) -> str:
+    """Each model evaluated with RoPE scaling against itself as trained, on the same prompts: where the
+    scaling should change nothing (prompts that fit the window), a difference is an evaluation bug."""
+    by_label = {g.label: g for g in groups}
+    pairs = [(g, by_label[g.label.rsplit(" + ", 1)[0]]) for g in groups
+             if g.rope != "-" and g.label.rsplit(" + ", 1)[0] in by_label]
+    tests = {(g.label, n): passkey_change(g, unscaled, n) for g, unscaled in pairs for n in lengths}
+    if all(test is None for test in tests.values()):
+        return ""
+    body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g, _ in pairs]
+    return ("Passkey retrieval with RoPE scaling at evaluation against the same model without it (paired: same "
+            "prompts and seeds):\n\n" + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
+            + "\n\nA cell: +k/-m: k prompts answered only with the scaling, m only without it; p: McNemar's exact "
+            f"two-sided test; {FINDING}: p < {SIGNIFICANCE}.")
 
 
 def _prompts_note(passkey: dict) -> str:
