@@ -77,6 +77,18 @@ CLAIMS = [
      "7.43x [6.65, 8.28]"),
     ("+1.0% [+0.9, +1.2] ✓ in the window against the parent", "conversion-validation.md", "Change in perplexity",
      "conversion_lowfreq slack", "128", "+1.0% [+0.9, +1.2] ✓"),
+    ("(slack 16.05 [15.10, 17.06] without it, 18.73\n  [17.65, 19.88] with it)", "extrapolation.md", None,
+     "extrapolation_slack slack", "256", "16.05 ±0.21 [15.10, 17.06]"),
+    ("(slack 16.05 [15.10, 17.06] without it, 18.73\n  [17.65, 19.88] with it)", "extrapolation.md", None,
+     "extrapolation_slack slack + dynamic-x4", "256", "18.73 ±0.64 [17.65, 19.88]"),
+    ("(at 2x, 8L without NTK is not different: +0.2% [-1.9, +2.2])", "conversion-budget.md", "Change in perplexity "
+     "against conversion_vanilla_x2 vanilla + dynamic-x4", "conversion_lowfreq_x2 slack", "1K", "+0.2% [-1.9, +2.2]"),
+    ("at 2L it wins without NTK of its own (-4.4% [-5.5, -3.1])", "conversion.md", "Change in perplexity against "
+     "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "256", "-4.4% ±1.0 [-5.5, -3.1] ✓"),
+    ("loses\nwith it (+8.8% [+7.1, +10.1])", "conversion.md", "Change in perplexity against "
+     "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "256", "+8.8% ±1.5 [+7.1, +10.1] ✓"),
+    ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
+    ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_vanilla vanilla", "512", "26.56"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
      "passkey_slack slack", "depth 1.0", "0.03"),
     ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
