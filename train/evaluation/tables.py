@@ -147,14 +147,11 @@ def passkey_tables(groups: list[Group], baselines: Sequence[Group] = ()) -> str:
 
 def _paired_passkey_table(groups: list[Group], baseline: Group, lengths: list[int]) -> str:
     """Every model against `baseline` on the same prompts (McNemar); none where no eval.json stores its prompts."""
-    others = [g for g in groups if g is not baseline]
-    tests = {(g.label, n): passkey_change(g, baseline, n) for g in others for n in lengths}
-    if all(test is None for test in tests.values()):
+    table = _mcnemar_table([(g, baseline) for g in groups if g is not baseline], lengths)
+    if not table:
         return ""
-    body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g in others]
     return (f"Passkey retrieval against {baseline.label} (paired: same prompts, seed s against seed s or a model "
-            "without a seed against every seed, the pairs of all seeds pooled):\n\n"
-            + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
+            "without a seed against every seed, the pairs of all seeds pooled):\n\n" + table
             + f"\n\nA cell: +k/-m: k prompts that only the model answers, m that only {baseline.label} answers; p: "
             f"McNemar's exact two-sided test on those k + m prompts; {FINDING}: p < {SIGNIFICANCE}. "
             + _prompts_note(baseline.runs[0]["passkey"]))
@@ -166,12 +163,11 @@ def _scaling_passkey_table(groups: list[Group], lengths: list[int]) -> str:
     by_label = {g.label: g for g in groups}
     pairs = [(g, by_label[g.label.rsplit(" + ", 1)[0]]) for g in groups
              if g.rope != "-" and g.label.rsplit(" + ", 1)[0] in by_label]
-    tests = {(g.label, n): passkey_change(g, unscaled, n) for g, unscaled in pairs for n in lengths}
-    if all(test is None for test in tests.values()):
+    table = _mcnemar_table(pairs, lengths)
+    if not table:
         return ""
-    body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g, _ in pairs]
     return ("Passkey retrieval with RoPE scaling at evaluation against the same model without it (paired: same "
-            "prompts and seeds):\n\n" + markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
+            "prompts and seeds):\n\n" + table
             + "\n\nA cell: +k/-m: k prompts answered only with the scaling, m only without it; p: McNemar's exact "
             f"two-sided test; {FINDING}: p < {SIGNIFICANCE}.")
 
@@ -184,6 +180,16 @@ def _prompts_note(passkey: dict) -> str:
                 "these prompts and books, not on prompts in general.")
     return ("A length's prompts are one filler text with keys at a few depths (seeded, the same for every model), "
             "not independent draws of prompts: the test is on these prompts, not on prompts in general.")
+
+
+def _mcnemar_table(pairs: list[tuple[Group, Group]], lengths: list[int]) -> str:
+    """One row per (model, other) pair: McNemar's test of the model against the other at each length;
+    empty where no pair has prompts stored."""
+    tests = {(g.label, n): passkey_change(g, other, n) for g, other in pairs for n in lengths}
+    if all(test is None for test in tests.values()):
+        return ""
+    body = [[g.label, g.rope, *(_mcnemar_cell(tests[g.label, n]) for n in lengths)] for g, _ in pairs]
+    return markdown_table(["run", "RoPE at eval", *map(length_name, lengths)], body)
 
 
 def _mcnemar_cell(test: tuple[int, int, float] | None) -> str:
