@@ -10,6 +10,10 @@ from tests.runs import REPO
 EXPERIMENTS = REPO / "bench" / "experiments"
 PROSE = (REPO / "README.md", REPO / "docs" / "experiments.md")
 
+PASSKEY_AGAINST_VANILLA = "Passkey retrieval against passkey_vanilla vanilla (paired"
+PASSKEY_AGAINST_VANILLA_NTK = "Passkey retrieval against passkey_vanilla vanilla + dynamic-x4"
+PASSKEY_NTK_AGAINST_ITSELF = "Passkey retrieval with RoPE scaling at evaluation against the same model"
+
 # (the prose as the README or docs/experiments.md has it, table file, the sentence that heads the table or None for the
 # file's first table, row, column, what the cell starts with)
 CLAIMS = [
@@ -89,14 +93,61 @@ CLAIMS = [
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "256", "+8.8% ±1.5 [+7.1, +10.1] ✓"),
     ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
     ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_vanilla vanilla", "512", "26.56"),
-    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
-     "passkey_slack slack", "depth 1.0", "0.03"),
-    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
-     "passkey_slack slack", "depth 0.5", "0.47"),
-    ("(0.03 at depth 1.0, 0.47 at 0.5, 0.33 at 0.75)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
-     "passkey_slack slack", "depth 0.75", "0.33"),
-    ("loses the far ones (0.27 at depth 0)", "passkey-near-L.md", "Passkey accuracy by the key's depth",
-     "passkey_vanilla vanilla", "depth 0.0", "0.27"),
+    # Experiment 3 (passkey), 2026-12-06: round 2, three seeds.
+    ("Vanilla 0.95 [0.91, 0.98] and exact 0.95\n  [0.91, 0.98] (+6/-6 p=1)",
+     "passkey.md", None, "passkey_vanilla vanilla", "256", "0.95 [0.91, 0.98]"),
+    ("Vanilla 0.95 [0.91, 0.98] and exact 0.95\n  [0.91, 0.98] (+6/-6 p=1)",
+     "passkey.md", None, "passkey_exact exact", "256", "0.95 [0.91, 0.98]"),
+    ("Vanilla 0.95 [0.91, 0.98] and exact 0.95\n  [0.91, 0.98] (+6/-6 p=1)",
+     "passkey.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact", "256", "+6/-6 p=1"),
+    ("slack 0.81 [0.74, 0.87], below vanilla (+5/-26 p=0.00019 ✓)",
+     "passkey.md", None, "passkey_slack slack", "256", "0.81 [0.74, 0.87]"),
+    ("slack 0.81 [0.74, 0.87], below vanilla (+5/-26 p=0.00019 ✓)",
+     "passkey.md", PASSKEY_AGAINST_VANILLA, "passkey_slack slack", "256", "+5/-26 p=0.00019 ✓"),
+    ("At 3L/2 exact answers 0.45 [0.37, 0.53] and vanilla\n  0.02 [0.01, 0.06] (+66/-2 p=1.6e-17 ✓",
+     "passkey-near-L.md", None, "passkey_exact exact", "384", "0.45 [0.37, 0.53]"),
+    ("At 3L/2 exact answers 0.45 [0.37, 0.53] and vanilla\n  0.02 [0.01, 0.06] (+66/-2 p=1.6e-17 ✓",
+     "passkey-near-L.md", None, "passkey_vanilla vanilla", "384", "0.02 [0.01, 0.06]"),
+    ("At 3L/2 exact answers 0.45 [0.37, 0.53] and vanilla\n  0.02 [0.01, 0.06] (+66/-2 p=1.6e-17 ✓",
+     "passkey-near-L.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact", "384", "+66/-2 p=1.6e-17 ✓"),
+    ("it answers 0.45 [0.37, 0.53] against vanilla's\n  0.02 [0.01, 0.06] (+66/-2 p=1.6e-17 ✓",
+     "passkey-near-L.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact", "384", "+66/-2 p=1.6e-17 ✓"),
+    ("slack 0.20 [0.14, 0.27] (+30/-3 p=1.4e-06 ✓)",
+     "passkey-near-L.md", None, "passkey_slack slack", "384", "0.20 [0.14, 0.27]"),
+    ("slack 0.20 [0.14, 0.27] (+30/-3 p=1.4e-06 ✓)",
+     "passkey-near-L.md", PASSKEY_AGAINST_VANILLA, "passkey_slack slack", "384", "+30/-3 p=1.4e-06 ✓"),
+    ("(+57/-19 p=1.5e-05 ✓)",
+     "passkey-near-L.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact", "320", "+57/-19 p=1.5e-05 ✓"),
+    ("0.13 [0.08, 0.19] against vanilla's 0.00\n  (+19/-0 p=3.8e-06 ✓)",
+     "passkey.md", None, "passkey_exact exact", "512", "0.13 [0.08, 0.19]"),
+    ("0.13 [0.08, 0.19] against vanilla's 0.00\n  (+19/-0 p=3.8e-06 ✓)",
+     "passkey.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact", "512", "+19/-0 p=3.8e-06 ✓"),
+    ("at 2L 0.13 [0.08, 0.19]\n  against 0.00 [0.00, 0.02]",
+     "passkey.md", None, "passkey_vanilla vanilla", "512", "0.00 [0.00, 0.02]"),
+    ("(exact + NTK at 4L, p=0.25 against vanilla)",
+     "passkey.md", PASSKEY_AGAINST_VANILLA, "passkey_exact exact + dynamic-x4", "1K", "+3/-0 p=0.25"),
+    ("vanilla gains at 5L/4 (+69/-13 ✓) and 3L/2\n  (+71/-1 ✓)",
+     "passkey-near-L.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_vanilla vanilla + dynamic-x4", "320", "+69/-13"),
+    ("vanilla gains at 5L/4 (+69/-13 ✓) and 3L/2\n  (+71/-1 ✓)",
+     "passkey-near-L.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_vanilla vanilla + dynamic-x4", "384", "+71/-1"),
+    ("exact gains at 2L (+38/-10 p=6.2e-05 ✓, to 0.31 [0.24, 0.39])",
+     "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_exact exact + dynamic-x4", "512", "+38/-10 p=6.2e-05 ✓"),
+    ("exact gains at 2L (+38/-10 p=6.2e-05 ✓, to 0.31 [0.24, 0.39])",
+     "passkey.md", None, "passkey_exact exact + dynamic-x4", "512", "0.31 [0.24, 0.39]"),
+    ("exact + NTK above vanilla + NTK at 3L/2 (+40/-14 ✓)",
+     "passkey-near-L.md", PASSKEY_AGAINST_VANILLA_NTK, "passkey_exact exact + dynamic-x4", "384", "+40/-14"),
+    ("and 2L (+46/-2 ✓)",
+     "passkey.md", PASSKEY_AGAINST_VANILLA_NTK, "passkey_exact exact + dynamic-x4", "512", "+46/-2"),
+    ("(vanilla 0.95, exact\n  0.95, slack 0.84)",
+     "passkey-filler.md", None, "passkey_slack slack", "256", "0.84"),
+    ("(exact 0.03 [0.01, 0.07] at 2L)",
+     "passkey-filler.md", None, "passkey_exact exact", "512", "0.03 [0.01, 0.07]"),
+    ("vanilla +1/-1 p=1, slack\n+8/-6 p=0.79, exact +6/-0 p=0.031 ✓",
+     "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_vanilla vanilla + dynamic-x4", "256", "+1/-1 p=1"),
+    ("vanilla +1/-1 p=1, slack\n+8/-6 p=0.79, exact +6/-0 p=0.031 ✓",
+     "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_slack slack + dynamic-x4", "256", "+8/-6 p=0.79"),
+    ("vanilla +1/-1 p=1, slack\n+8/-6 p=0.79, exact +6/-0 p=0.031 ✓",
+     "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_exact exact + dynamic-x4", "256", "+6/-0 p=0.031 ✓"),
 ]
 
 
