@@ -260,12 +260,14 @@ def _apply_t_init_after_load(config: FinetuneConfig, engine, parent: PretrainedC
         convert_to_coca(engine.module, config.model.attention, t_init="random")
         log.info("model.t_init=random: W_t drawn afresh instead of the parent's W_k")
     else:
+        started = time.perf_counter()
         errors = fit_w_t(engine.module, _calibration(config, engine, train_set))
+        seconds = time.perf_counter() - started
         for layer in (m for m in engine.module.modules() if isinstance(m, CocaAttention)):
             torch.distributed.broadcast(layer.k_proj.weight.data, src=0)  # every rank keeps rank 0's fit
-        log.info("model.t_init=fit: W_t fitted to the parent's scores on %d sequences; squared score gap per "
-                 "layer, relative to the parent's (a layer the fit does not improve keeps W_k), from W_k -> fitted: %s",
-                 CALIBRATION_SEQUENCES,
+        log.info("model.t_init=fit: W_t fitted to the parent's scores on %d sequences in %.0f s; squared score gap "
+                 "per layer, relative to the parent's (a layer the fit does not improve keeps W_k), from W_k -> "
+                 "fitted: %s", CALIBRATION_SEQUENCES, seconds,
                  ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in errors))
     engine.optimizer.refresh_fp32_params()
 
