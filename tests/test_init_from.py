@@ -76,6 +76,7 @@ def test_t_init_fit_brings_coca_scores_closer_to_the_parents_than_w_k(train_here
     line = next(r.getMessage() for r in caplog.records if "model.t_init=fit" in r.getMessage())
     gaps = [tuple(map(float, pair.split(" -> "))) for pair in line.split("from W_k -> fitted: ")[1].split(", ")]
     assert len(gaps) == 2 and all(after < before for before, after in gaps), line
+    assert line.split(" sequences in ")[1].split(" s;")[0].isdigit(), line  # the fit says how long it took
     fitted, trained = weights(tmp_path / "fit", 1), weights(parent, 2)
     slice_of_row = torch.arange(32) % 16 % 8  # k_proj: 2 KV heads of head_dim 16, slice j = row mod 8
     vanilla_rows = slice_of_row < (6 if slices == "low_frequency" else 0)
