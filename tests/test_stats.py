@@ -61,6 +61,31 @@ def test_books_of_two_documents_are_not_redrawn_whole():
     assert high - low > 1
 
 
+def test_books_of_one_document_are_redrawn_together_rather_than_held_fixed():
+    """One 16K document from each of two books: held fixed, each book would give [x, x] and a
+    finding out of any difference."""
+    values = [1.0, 3.0]
+    low, high = bootstrap_mean(values, _records(2, 1))
+    assert low < 1.5 and high > 2.5  # the plain bootstrap of two: both draws the same document a quarter of the time
+    value, low, high = seed_change([[0.1, -0.3]], _records(2, 1))
+    assert low < 0 < high and not is_finding((low, high), [value])
+    # Beside a book of many documents, the single ones still vary: wider than with that book alone.
+    many = _records(1, 20)
+    mixed = many + [{"book": 1, "title": "b", "offset": 0}, {"book": 2, "title": "c", "offset": 0}]
+    alone = bootstrap_mean([0.0] * 20, many)
+    low, high = bootstrap_mean([0.0] * 20 + [5.0, -5.0], mixed)
+    assert alone == (0.0, 0.0) and low < 0 < high
+
+
+def test_a_table_of_one_document_a_book_says_how_it_redrew_them():
+    from train.evaluation.tables import report
+
+    table = report([fake_results("a", [10.0, 12.0], seed=0, docs=2), fake_results("b", [11.0, 13.0], seed=0, docs=2)],
+                   ["a"])
+    assert table.count("the books that gave one document each, together, one document at a time") == 2
+    assert "one document at a time" not in report([fake_results("a", [10.0, 12.0], seed=0, docs=4)], [])
+
+
 def test_the_block_bootstrap_is_seeded():
     values = _round_robin(_ar1(np.random.default_rng(1), 0.5))
     records = _records(BOOKS, PER_BOOK)

@@ -12,8 +12,11 @@
   anywhere in the book and wrap from its end to its start (circular, Politis & Romano 1992): every
   document is then drawn equally often, so the resampled means centre on the sample mean. The
   books are pooled, each with its own number of documents: the population is these books, not
-  books in general. Results whose document records name no books count as one book in document
-  order. Seeded: the same eval.json always gives the same interval.
+  books in general. A book that gave one document has nothing of its own to redraw (the block
+  bootstrap would hold it fixed, and an evaluation of one document from each of two books would get
+  an interval of width zero); documents of different books are independent, so all such books are
+  redrawn together, one document at a time. Results whose document records name no books count as
+  one book in document order. Seeded: the same eval.json always gives the same interval.
 - A perplexity is exp of the mean NLL per document (every document scores the same number of
   tokens); its 95% interval is the percentile interval of exp(resampled mean).
 - A comparison of two models on the same documents is paired: the change in perplexity is
@@ -39,6 +42,8 @@ BOOTSTRAP_SAMPLES = 4000
 # The rule in words, for captions.
 BLOCK_RULE = ("a moving-block bootstrap within each book: blocks of ceil(n^(1/3)) consecutive documents (at most "
               "n/2) for a book of n, wrapping from its end to its start")
+# Said where some book gave a single document (`strata`).
+SINGLES_RULE = "; the books that gave one document each, together, one document at a time"
 _Z = 1.959963984540054  # the standard normal's 97.5% quantile
 # Student's t 97.5% quantile for 1..30 degrees of freedom (mpmath, to 4 decimals).
 _T = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
@@ -75,13 +80,31 @@ def books(documents: Sequence[dict] | None, count: int) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(book[order])) + 1)
 
 
-def _block_means(series: np.ndarray, books: list[np.ndarray], rng: np.random.Generator,
+def strata(documents: Sequence[dict] | None, count: int) -> list[tuple[np.ndarray, int]]:
+    """What the bootstrap redraws, each as (document indices in order, block length): every book of
+    two documents or more on its own, in blocks of `block_length`; the books of one document
+    together, one by one (documents of different books are independent)."""
+    groups = books(documents, count)
+    singles = [index for index in groups if index.size == 1]
+    strata = [(index, block_length(index.size)) for index in groups if index.size > 1]
+    if singles:
+        strata.append((np.concatenate(singles), 1))
+    return strata
+
+
+def has_single_document_books(documents: Sequence[dict] | None) -> bool:
+    """Whether some book gave one document, where the records name books."""
+    return bool(documents) and len(documents) > 1 and any(
+        index.size == 1 for index in books(documents, len(documents)))
+
+
+def _block_means(series: np.ndarray, strata: list[tuple[np.ndarray, int]], rng: np.random.Generator,
                  samples: int) -> np.ndarray:
     """(rows, samples): each row of `series` (documents in columns) averaged after each sample's
-    circular-block resampling of every book, the same draw for every row."""
+    circular-block resampling of every stratum, the same draw for every row."""
     total = np.zeros((series.shape[0], samples))
-    for index in books:
-        n, b = index.size, block_length(index.size)
+    for index, b in strata:
+        n = index.size
         blocks = -(-n // b)
         last = n - (blocks - 1) * b  # the last block is cut to end the book at its own length
         book = series[:, index]
@@ -106,7 +129,7 @@ def bootstrap_mean(values: Sequence[float], documents: Sequence[dict] | None = N
         raise BadInput("bootstrap_mean needs at least one value")
     if data.size == 1:
         return math.nan, math.nan  # one document: every resample is that document, which says nothing
-    means = _block_means(data[None], books(documents, data.size), np.random.default_rng(seed), samples)
+    means = _block_means(data[None], strata(documents, data.size), np.random.default_rng(seed), samples)
     return _percentiles(means[0])
 
 
@@ -127,7 +150,7 @@ def seed_change(differences: Sequence[Sequence[float]], documents: Sequence[dict
         return exp_or_inf(float(data[0, 0])) - 1, math.nan, math.nan  # one document, one seed: no interval
     rng = np.random.default_rng(seed)
     # Blocks first: with one seed the draws, and so the interval, are bootstrap_mean's.
-    means = _block_means(data, books(documents, data.shape[1]), rng, samples)
+    means = _block_means(data, strata(documents, data.shape[1]), rng, samples)
     drawn = rng.integers(0, len(data), size=(samples, len(data)))
     low, high = _percentiles(means[drawn, np.arange(samples)[:, None]].mean(axis=1))
     return exp_or_inf(float(data.mean())) - 1, exp_or_inf(low) - 1, exp_or_inf(high) - 1

@@ -22,18 +22,23 @@ from typing import Any
 
 from train.evaluation.groups import Change, Group, change, group_runs, passkey_change
 from train.evaluation.report import documents_read, length_name, markdown_table, number
-from train.evaluation.stats import BLOCK_RULE, t_quantile
+from train.evaluation.stats import BLOCK_RULE, SINGLES_RULE, has_single_document_books, t_quantile
 from conf.errors import BadInput
 
 FINDING = "✓"
 SIGNIFICANCE = 0.05
-CHANGE_CAPTION = (
-    "A cell: the change in perplexity, ± the standard deviation of the seeds' own changes (seed s against the "
-    "baseline's seed s), [ ] its 95% two-level bootstrap interval: each draw takes seeds with replacement and, for "
-    f"them, resamples the documents by {BLOCK_RULE}; with one seed, the block bootstrap alone. {FINDING}: a "
-    "finding: the interval excludes no change and, with k >= 2 seeds, |the mean of the seeds' changes| > "
-    f"t(0.975, k-1) x their standard deviation / sqrt(k) (t = {t_quantile(2):.2f} for 3 seeds); with one seed, "
-    "the interval alone decides.")
+def _resampling(perplexity: dict) -> str:
+    """How the documents of this evaluation are redrawn, in words."""
+    return BLOCK_RULE + (SINGLES_RULE if has_single_document_books(perplexity.get("documents")) else "")
+
+
+def _change_caption(perplexity: dict) -> str:
+    return ("A cell: the change in perplexity, ± the standard deviation of the seeds' own changes (seed s against the "
+            "baseline's seed s), [ ] its 95% two-level bootstrap interval: each draw takes seeds with replacement and, "
+            f"for them, resamples the documents by {_resampling(perplexity)}; with one seed, the block bootstrap alone. "
+            f"{FINDING}: a finding: the interval excludes no change and, with k >= 2 seeds, |the mean of the seeds' "
+            f"changes| > t(0.975, k-1) x their standard deviation / sqrt(k) (t = {t_quantile(2):.2f} for 3 seeds); "
+            "with one seed, the interval alone decides.")
 
 
 NO_INTERVAL = "[one document: no interval]"
@@ -90,7 +95,7 @@ def change_table(groups: list[Group], baseline: Group) -> str:
     body = [[g.label, g.rope, *(_change_cell(changes[g.label, n]) for n in lengths)] for g in others]
     return "\n\n".join(part for part in [
         f"Change in perplexity against {baseline.label} (paired: same documents, seed against seed):",
-        markdown_table(header, body), CHANGE_CAPTION, _book_table(others, baseline, changes)] if part)
+        markdown_table(header, body), _change_caption(baseline.perplexity), _book_table(others, baseline, changes)] if part)
 
 
 def _book_table(groups: list[Group], baseline: Group, changes: dict[tuple[str, int], Change]) -> str:
@@ -219,7 +224,7 @@ def report(runs: list[dict[str, Any]], against: list[str]) -> str:
         ratio = "; the ratio's [ ] also draws seeds, as a change's does" if len(with_ppl[0].lengths) > 1 else ""
         parts.append(f"Perplexity on {documents_read(ppl)}, windows moved by {ppl['stride']} tokens. A cell: the "
                      "perplexity (seeds pooled), ± the standard deviation of the seeds' perplexities, [ ] its 95% "
-                     f"interval by {BLOCK_RULE}{ratio}.")
+                     f"interval by {_resampling(ppl)}{ratio}.")
         parts += [change_table(with_ppl, baseline) for baseline in baselines if baseline.perplexity is not None]
     parts.append(passkey_tables(groups, baselines))
     return "\n\n".join(part for part in parts if part) + "\n"
