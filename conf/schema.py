@@ -152,8 +152,7 @@ def validate(config: FinetuneConfig) -> None:
     if m.t_init == "fit":
         needs = {"a vanilla parent (model.name_or_path or model.init_from)": m.init_from is not None or m.name_or_path is not None,
                  "model.attention=slack or exact": m.attention != "vanilla",
-                 "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1,
-                 "ZeRO stage 0-2": config.deepspeed.get("zero_optimization", {}).get("stage", 0) < 3}
+                 "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1}
         missing = [need for need, met in needs.items() if not met]
         if missing:
             problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)}")

@@ -88,6 +88,29 @@ def test_t_init_fit_brings_coca_scores_closer_to_the_parents_than_w_k(train_here
             assert torch.equal(fitted[name], value), name
 
 
+@pytest.mark.long
+def test_t_init_fit_under_zero3_on_two_ranks_fits_the_w_t_of_one_rank(train_here, tmp_path, sample_tokenizer, env):
+    """ZeRO-3 leaves each rank a shard of every weight: the fit gathers a layer whole, and every
+    shard ends as rank 0's fit; the same W_t as one rank fits under ZeRO-2, every other weight the parent's."""
+    from tests.test_gguf import tiny_llama
+    from tests.test_lora import PRETRAINED
+
+    folder = tmp_path / "pretrained"
+    tiny_llama(sample_tokenizer).save_pretrained(folder)
+    sample_tokenizer.save_pretrained(folder)
+    args = [*PRETRAINED, *FROZEN, f"model.name_or_path={folder}", "model.attention=slack", "model.t_init=fit",
+            "trainer.micro_batch_size=1"]
+    assert train_here(f"run_dir={tmp_path / 'one'}", *args, "deepspeed=zero2") == 0
+    code, out = finetune([f"run_dir={tmp_path / 'two'}", *args, "deepspeed=zero3"], env, tmp_path, nproc=2)
+    assert code == 0, out[-3000:]
+    assert "model.t_init=fit: W_t fitted" in out
+    one, two = weights(tmp_path / "one", 1), weights(tmp_path / "two", 1)
+    assert one.keys() == two.keys()
+    for name, value in tiny_llama(sample_tokenizer).state_dict().items():
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.equal(one[name], value) != name.endswith("self_attn.k_proj.weight"), name
+
+
 def test_t_init_fit_keeps_w_k_where_the_fit_scores_worse(train_here, tmp_path, parent, caplog, monkeypatch):
     """A fit that would widen the gap to the parent's scores on its own calibration text (forced here:
     the solver returns a huge W_t) leaves the layer's W_k as it was."""

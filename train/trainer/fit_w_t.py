@@ -19,13 +19,21 @@ Every sum above runs over the queries m >= n of a key n, and a slice's scores ar
 group's heads and the later queries, of the outer products of their slices. A reverse cumulative
 sum gives those matrices for every key at once, so the fit costs O(S) per sequence, not the
 O(S^2) of forming every score (which took SmolLM2 half an hour on two CPU cores).
+
+Every rank fits on the same calibration text and keeps rank 0's W_t. Under ZeRO-3 a rank holds a
+shard of each weight: a layer's weights are gathered whole for its fit, and rank 0's written back
+into every shard (DeepSpeed's GatheredParameters); the projections are applied with F.linear, not
+the modules, so ZeRO-3's forward hooks do not release a weight mid-fit.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
+import deepspeed
 import torch
 from torch import nn
+from torch.nn import functional
 
 from train.coca import CocaAttention, coca_query_key
 
@@ -43,8 +51,28 @@ def fit_w_t(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[fl
     inputs = _parent_inputs(model, layers, batches)
     errors = []
     for layer, (hidden, cos, sin) in zip(layers, inputs):
-        errors.append(_fit_layer(layer, hidden, cos, sin))
+        with _rank0_weights(layer):
+            errors.append(_fit_layer(layer, hidden, cos, sin))
     return errors
+
+
+@contextlib.contextmanager
+def _rank0_weights(layer: CocaAttention):
+    """The layer's whole weights inside; on leaving, every rank holds rank 0's."""
+    sharded = [p for p in layer.parameters() if hasattr(p, "ds_id")]  # ZeRO-3's partitioned parameters
+    if sharded:
+        with deepspeed.zero.GatheredParameters(sharded, modifier_rank=0):
+            yield
+        return
+    yield
+    if torch.distributed.is_initialized():
+        for tensor in (layer.k_proj.weight, layer.k_proj.bias):
+            if tensor is not None:
+                torch.distributed.broadcast(tensor.data, src=0)
+
+
+def _project(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    return functional.linear(hidden.to(linear.weight.dtype), linear.weight, linear.bias).float()
 
 
 def _parent_inputs(model, layers, batches):
@@ -77,8 +105,8 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
     d, half, groups = layer.head_dim, layer.head_dim // 2, layer.num_key_value_groups
     shape = (*hidden.shape[:-1], -1, d)
     weight = layer.k_proj.weight
-    q = layer.q_proj(hidden.to(weight.dtype)).float().view(shape).transpose(1, 2)  # (B, H, S, d)
-    k = layer.k_proj(hidden.to(weight.dtype)).float().view(shape).transpose(1, 2)  # (B, Hkv, S, d): W_k
+    q = _project(layer.q_proj, hidden).view(shape).transpose(1, 2)  # (B, H, S, d)
+    k = _project(layer.k_proj, hidden).view(shape).transpose(1, 2)  # (B, Hkv, S, d): W_k
     parent_q, parent_k, _ = coca_query_key(q, k, cos, sin, "vanilla", 1.0)
     unit_q, unit_k, _ = coca_query_key(q, torch.ones_like(k), cos, sin, layer.variant, 1.0)  # c = 1
     kv_heads = k.shape[1]
@@ -108,7 +136,7 @@ def _fit_layer(layer: CocaAttention, hidden: torch.Tensor, cos: torch.Tensor, si
         rows[:, part, fitted] = w[:, fitted]
     if layer.k_proj.bias is not None:
         layer.k_proj.bias.view(kv_heads, 2, half)[:, :, fitted] = 0
-    t = layer.k_proj(hidden.to(weight.dtype)).float().view(shape).transpose(1, 2)
+    t = _project(layer.k_proj, hidden).view(shape).transpose(1, 2)
 
     def gap(key: torch.Tensor) -> torch.Tensor:
         """sum over keys, fitted slices and their later queries of (CoCA's score - the parent's)^2"""

@@ -27,7 +27,7 @@ from conf.errors import BadInput
 from data import PackedDataset, ResumableDistributedSampler, build_datasets, check_tokenizer_fits, load_tokenizer
 from data.gguf_model import gguf_folder, is_gguf
 from data.tokenizer import tokenizer_fingerprint
-from train.coca import CONFIG_KEY, CocaAttention, convert_to_coca
+from train.coca import CONFIG_KEY, convert_to_coca
 from train.lora import LORA_FILE, read_reference
 from train.parallel import sequence_parallel, tiling
 from train.parallel.memory import Setting, check_fits
@@ -263,8 +263,6 @@ def _apply_t_init_after_load(config: FinetuneConfig, engine, parent: PretrainedC
         started = time.perf_counter()
         errors = fit_w_t(engine.module, _calibration(config, engine, train_set))
         seconds = time.perf_counter() - started
-        for layer in (m for m in engine.module.modules() if isinstance(m, CocaAttention)):
-            torch.distributed.broadcast(layer.k_proj.weight.data, src=0)  # every rank keeps rank 0's fit
         log.info("model.t_init=fit: W_t fitted to the parent's scores on %d sequences in %.0f s; squared score gap "
                  "per layer, relative to the parent's (a layer the fit does not improve keeps W_k), from W_k -> "
                  "fitted: %s", CALIBRATION_SEQUENCES, seconds,
