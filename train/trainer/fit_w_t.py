@@ -50,9 +50,10 @@ def fit_w_t(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[fl
     layers = [m for m in model.modules() if isinstance(m, CocaAttention)]
     inputs = _parent_inputs(model, layers, batches)
     errors = []
-    for layer, (hidden, cos, sin) in zip(layers, inputs):
+    for layer, inputs_of_layer in zip(layers, inputs):
+        device = layer.o_proj.weight.device
         with _rank0_weights(layer):
-            errors.append(_fit_layer(layer, hidden, cos, sin))
+            errors.append(_fit_layer(layer, *(x.to(device) for x in inputs_of_layer)))
     return errors
 
 
@@ -84,7 +85,9 @@ def _parent_inputs(model, layers, batches):
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
             cos, sin = kwargs["position_embeddings"]
-            seen[index].append((hidden.float(), cos.float(), sin.float()))
+            # In host memory until the layer's turn: every layer's inputs at once would be 17 GB of
+            # accelerator memory for LLaMA-7B at 2,048 tokens.
+            seen[index].append(tuple(x.float().cpu() for x in (hidden, cos, sin)))
         return hook
 
     handles = [layer.register_forward_pre_hook(keep(i), with_kwargs=True) for i, layer in enumerate(layers)]
