@@ -155,7 +155,8 @@ def validate(config: FinetuneConfig) -> None:
                  "trainer.sequence_parallel_size=1": t.sequence_parallel_size == 1}
         missing = [need for need, met in needs.items() if not met]
         if missing:
-            problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)}")
+            problems.add(f"model.t_init=fit fits W_t to a vanilla parent's scores: it needs {', '.join(missing)} "
+                         "(or model.t_init=k_proj: W_t from W_k)")
     if m.lora.rank:
         _check_lora(m, problems)
     if t.precision == "fp16" and m.attention != "vanilla" and m.attn_implementation == "eager":

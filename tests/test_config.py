@@ -43,11 +43,12 @@ def test_every_experiment_composes(experiment, tmp_path):
 def test_llama7b_recipe_and_the_papers_stages():
     recommended = compose_config("+experiment=coca_llama7b")
     assert (recommended.model.trainable, recommended.model.coca_slices, recommended.model.t_init) == \
-        ("all", "low_frequency", "k_proj")
+        ("all", "low_frequency", "fit")
     stages = [compose_config(f"+experiment={name}") for name in
               ("coca_llama7b_paper", "coca_llama7b_stage2", "coca_llama7b_stage3")]
     assert [s.model.trainable for s in stages] == ["t_only", "qkv", "all"]
-    assert {s.model.coca_slices for s in stages} == {"all"}
+    assert {s.model.coca_slices for s in stages} == {"all"} and {s.model.t_init for s in stages} == {"k_proj"}
+    assert compose_config("+experiment=coca_llama7b_pi32k").model.t_init == "k_proj"  # continues a CoCA checkpoint
     first = stages[0]
     assert first.data.seq_len == 2048 and first.trainer.precision == "bf16"
     assert first.deepspeed["zero_optimization"]["stage"] == 3 and first.model.gradient_checkpointing

