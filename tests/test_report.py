@@ -57,8 +57,9 @@ def test_the_report_shows_each_books_change_the_finding_rule_and_paired_passkey_
     printed = capsys.readouterr().out
     assert "Perplexity on 8 (each book's share, evenly spaced through it) of the 80 documents of 2048 tokens" in printed
     assert ("[ ] its 95% interval by a moving-block bootstrap within each book: blocks of ceil(n^(1/3)) "
-            "consecutive documents (at most n/2) for a book of n, wrapping from its end to its start; the ratio's [ ] "
-            "also draws seeds") in printed
+            "consecutive documents (at most n/2) for a book of n, wrapping from its end to its start (only 8 "
+            "documents: such an interval is close to the range of their values and covers less than 95%); the "
+            "ratio's [ ] also draws seeds") in printed
     change_row = re.search(r"\| coca \| - \| \+8\.0% ±0\.0 \[\+\d\.\d, \+\d+\.\d\] ✓ \|", printed)
     rule = printed.index("✓: a finding: the interval excludes no change and, with k >= 2 seeds, |the mean of the "
                          "seeds' changes| > t(0.975, k-1) x their standard deviation / sqrt(k) (t = 4.30 for 3 "

@@ -77,13 +77,16 @@ def test_books_of_one_document_are_redrawn_together_rather_than_held_fixed():
     assert alone == (0.0, 0.0) and low < 0 < high
 
 
-def test_a_table_of_one_document_a_book_says_how_it_redrew_them():
+def test_a_table_of_one_document_a_book_says_how_it_redrew_them_and_what_so_few_can_say():
     from train.evaluation.tables import report
 
     table = report([fake_results("a", [10.0, 12.0], seed=0, docs=2), fake_results("b", [11.0, 13.0], seed=0, docs=2)],
                    ["a"])
     assert table.count("the books that gave one document each, together, one document at a time") == 2
-    assert "one document at a time" not in report([fake_results("a", [10.0, 12.0], seed=0, docs=4)], [])
+    # A bootstrap of two values never leaves their range: the caption says how little that is.
+    assert table.count("(only 2 documents: such an interval is close to the range of their values") == 2
+    plenty = report([fake_results("a", [10.0, 12.0], seed=0, docs=10)], [])
+    assert "one document at a time" not in plenty and "only 10 documents" not in plenty
 
 
 def test_the_block_bootstrap_is_seeded():

@@ -27,9 +27,17 @@ from conf.errors import BadInput
 
 FINDING = "✓"
 SIGNIFICANCE = 0.05
+FEW_DOCUMENTS = 10
+
+
 def _resampling(perplexity: dict) -> str:
-    """How the documents of this evaluation are redrawn, in words."""
-    return BLOCK_RULE + (SINGLES_RULE if has_single_document_books(perplexity.get("documents")) else "")
+    """How the documents of this evaluation are redrawn, in words, and what so few of them can say."""
+    rule = BLOCK_RULE + (SINGLES_RULE if has_single_document_books(perplexity.get("documents")) else "")
+    count = perplexity["num_docs"]
+    if 2 <= count < FEW_DOCUMENTS:  # a bootstrap of n values never leaves their range: with few, it is that range
+        rule += (f" (only {count} documents: such an interval is close to the range of their values and covers "
+                 f"less than 95%)")
+    return rule
 
 
 def _change_caption(perplexity: dict) -> str:
