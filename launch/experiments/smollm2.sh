@@ -57,20 +57,23 @@ PARENT=$ROOT/smollm2_parent
 TRAIN_ARGS=("data.path=$DATA" "data.seq_len=$L" "model.name_or_path=$GGUF" "run_dir=$ROOT/\${name}-seed\${seed}")
 python -m train.finetune -m "+experiment=$(IFS=,; echo "${ARMS[*]}")" "seed=$SEEDS" "${TRAIN_ARGS[@]}" "$@"
 mapfile -t RUNS < <(runs "${ARMS[@]}")
+# In the window, each arm against V and, where C ran, against C (what fitting W_t changes).
+AGAINST=(--against "smollm2_vanilla vanilla")
+[[ " ${ARMS[*]} " != *" smollm2_coca "* ]] || AGAINST+=(--against "smollm2_coca slack")
 # evaluate and results read MEASURE, ROPES, OUT and EVAL_SPLIT (common.sh): set as statements, since
 # bash cannot pass an array as a temporary assignment before a command.
 ROPES=(null) OUT=in-window EVAL_SPLIT=validation
 MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$VAL_DOCS" eval.batch_size=8 "eval.passkey.lengths=[]")
 evaluate "$PARENT" "${RUNS[@]}"
 mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
-python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-validation.md"
+python -m train.report "${EVALS[@]}" "${AGAINST[@]}" --out "$ROOT/smollm2-validation.md"
 
 # 3. The test books. In the window (dynamic NTK changes nothing there).
 EVAL_SPLIT="test"
 MEASURE=("eval.lengths=[$L]" "eval.stride=$L" "eval.num_docs=$IN_WINDOW_DOCS" eval.batch_size=8 "eval.passkey.lengths=[]")
 evaluate "$PARENT" "${RUNS[@]}"
 mapfile -t EVALS < <(results "$PARENT" "${RUNS[@]}")
-python -m train.report "${EVALS[@]}" --against "smollm2_vanilla vanilla" --out "$ROOT/smollm2-in-window.md"
+python -m train.report "${EVALS[@]}" "${AGAINST[@]}" --out "$ROOT/smollm2-in-window.md"
 
 # At and beyond the parent's window: disjoint windows of 8K and 16K tokens; YaRN for the parent alone.
 OUT=long
