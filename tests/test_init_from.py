@@ -165,3 +165,31 @@ def test_t_init_fit_converts_a_pretrained_model_once_and_a_resume_keeps_the_trai
         assert train_here(f"run_dir={halves}", *args, "trainer.max_steps=4") == 0
     assert not any("model.t_init=fit" in r.getMessage() for r in caplog.records)
     assert losses(halves) == losses(whole)
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_init_from_an_earlier_step_loads_that_step_not_the_latest(train_here, tmp_path, zero):
+    """DeepSpeed's own weights-only load under ZeRO-3 follows the folder's `latest`, whatever step
+    was asked for: a new stage from step 2 of a run that went on to step 4 got step 4's weights."""
+    parent = tmp_path / "parent"
+    args = [*COMMON, f"deepspeed={zero}", "model.attention=vanilla"]
+    assert train_here(f"run_dir={parent}", *args, "trainer.max_steps=4", "trainer.save_every=2") == 0
+    earlier = checkpoint_dir(parent, 2)
+    assert train_here(f"run_dir={tmp_path / 'child'}", *args, *FROZEN, f"model.init_from={earlier}") == 0
+    child, asked, latest = weights(tmp_path / "child", 1), weights(parent, 2), weights(parent, 4)
+    assert child.keys() == asked.keys()
+    assert any(not torch.equal(asked[name], latest[name]) for name in asked)
+    for name, value in asked.items():
+        assert torch.equal(child[name], value), name
+
+
+@pytest.mark.long
+def test_init_from_a_one_rank_zero2_run_into_two_ranks_under_zero3(train_here, tmp_path, parent, env):
+    """Another ZeRO stage and another world size: the new stage starts from the parent's weights."""
+    code, out = finetune([f"run_dir={tmp_path / 'two'}", *COMMON, *FROZEN, "deepspeed=zero3", "model.attention=vanilla",
+                          f"model.init_from={parent}", "trainer.micro_batch_size=1"], env, tmp_path, nproc=2)
+    assert code == 0, out[-3000:]
+    child, trained = weights(tmp_path / "two", 1), weights(parent, 2)
+    assert child.keys() == trained.keys()
+    for name, value in trained.items():
+        assert torch.equal(child[name], value), name

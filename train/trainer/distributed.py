@@ -30,9 +30,9 @@ DATA_WAIT = timedelta(hours=24)
 
 
 # The DeepSpeed releases the trainer is tested with (pyproject.toml says the same). Its gradient
-# scaling under sequence parallelism (train/parallel/sequence_parallel.py) and the loading fixes
-# (checkpoint/deepspeed_fixes.py) depend on this release's internals: another one can train with
-# wrong gradients and no error, so it is refused rather than trusted.
+# scaling under sequence parallelism (train/parallel/sequence_parallel.py) depends on this
+# release's internals: another one can train with wrong gradients and no error, so it is refused
+# rather than trusted.
 DEEPSPEED_SUPPORTED = (Version("0.19.8"), Version("0.20"))
 
 

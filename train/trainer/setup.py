@@ -34,7 +34,7 @@ from train.parallel.memory import Setting, check_fits
 from train.trainer import distributed
 from train.trainer.build import build_model, model_config
 from train.trainer.checkpoint.identity import Identity, check_architecture, check_init_from, check_resume
-from train.trainer.checkpoint.load import load
+from train.trainer.checkpoint.load import load, load_weights
 from train.trainer.checkpoint.manager import CheckpointManager
 from train.trainer.engine import build_engine, check_precision, deepspeed_config
 from train.trainer.fit_w_t import CALIBRATION_SEQUENCES, fit_w_t
@@ -196,7 +196,8 @@ def _lora_base(config: FinetuneConfig, resume_from: Path | None, init_from: Path
 def _engine(config: FinetuneConfig, hf_config: PretrainedConfig, ds_config: dict, resume_from: Path | None,
             init_from: Path | None, lora_base: Path | None):
     """(DeepSpeed engine, sequence-parallel mpu or None, tile tokens) over the model the run trains."""
-    saved_by = next((saved_world_size(f) for f in (resume_from, init_from) if f is not None), None)
+    # init_from's weights load at any world size as they are (load_weights); a resume's optimizer needs this.
+    saved_by = saved_world_size(resume_from) if resume_from is not None else None
     if saved_by is not None and saved_by != distributed.world_size():
         log.info("checkpoint saved by %d ranks, this run has %d: loading DeepSpeed's universal form",
                  saved_by, distributed.world_size())
@@ -243,7 +244,7 @@ def _restore(engine, sampler: ResumableDistributedSampler, resume_from: Path | N
                      sampler.global_batch_size, sampler.epoch, sampler.position)
         return state
     if init_from is not None:
-        load(engine, init_from, weights_only=True)
+        load_weights(engine, init_from)
         log.info("weights from %s (fresh optimizer and schedule)", init_from)
     return TrainerState()
 

@@ -8,6 +8,6 @@ atomically repoints `latest`. One module a job:
 - identity: what a checkpoint's weights mean (variant, tokenizer, seq_len, data), checked on resume.
 - save / load: writing and reading one, with the engine; a full disk stops the run cleanly.
 - resume: which checkpoint a run continues from (damaged ones and abandoned branches set aside).
-- rng: every rank's random-number state. universal: DeepSpeed's universal form, for another
-  world size. deepspeed_fixes: where DeepSpeed (0.19.8) needs help.
+- rng: every rank's random-number state. universal: DeepSpeed's universal form, for a resume at
+  another world size.
 """
