@@ -13,6 +13,8 @@ PROSE = (REPO / "README.md", REPO / "docs" / "experiments.md")
 PASSKEY_AGAINST_VANILLA = "Passkey retrieval against passkey_vanilla vanilla (paired"
 PASSKEY_AGAINST_VANILLA_NTK = "Passkey retrieval against passkey_vanilla vanilla + dynamic-x4"
 PASSKEY_NTK_AGAINST_ITSELF = "Passkey retrieval with RoPE scaling at evaluation against the same model"
+SMOLLM2_AGAINST_V = "Change in perplexity against smollm2_vanilla vanilla (paired"
+SMOLLM2_AGAINST_C = "Change in perplexity against smollm2_coca slack (paired"
 
 # (the prose as the README or docs/experiments.md has it, table file, the sentence that heads the table or None for the
 # file's first table, row, column, what the cell starts with)
@@ -31,17 +33,10 @@ CLAIMS = [
      "ppl(4K) / ppl(128)", "2.52x ±0.19 [2.26, 2.82]"),
     ("5.47x ±0.51 [4.80, 6.22]", "conversion.md", None, "conversion_vanilla vanilla", "ppl(4K) / ppl(128)",
      "5.47x ±0.51 [4.80, 6.22]"),
-    ("it does not recover: 2577.78 [2443.82, 2722.33] in the window\n  against 34.02 [32.77, 35.42]",
-     "smollm2-in-window.md", None, "smollm2_coca slack", "512", "2577.78 [2443.82, 2722.33]"),
     ("CoCA costs +9.4% [+9.3, +9.6]", "conversion-in-window.md", "Change in perplexity", "conversion_kproj_all slack",
      "128", "+9.4% [+9.3, +9.6]"),
     ("with the fitted W_t +4.4%\n  [+4.3, +4.5]", "conversion-in-window.md", "Change in perplexity",
      "conversion_fit slack", "128", "+4.4% [+4.3, +4.5]"),
-    ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_coca slack", "512",
-     "2577.78 [2443.82, 2722.33]"),
-    ("V 34.02 [32.77, 35.42], C 2577.78\n[2443.82, 2722.33]", "smollm2-in-window.md", None, "smollm2_vanilla vanilla",
-     "512", "34.02 [32.77, 35.42]"),
-    ("ratio 1.07x against V's 2.33x", "smollm2.md", None, "smollm2_coca slack", "ppl(16K) / ppl(8K)", "1.07x"),
     ("at 32L slack is -39.6% ±4.9 [-43.3, -34.0] ✓", "extrapolation.md",
      "Change in perplexity against extrapolation_vanilla vanilla (paired", "extrapolation_slack slack", "4K",
      "-39.6% ±4.9 [-43.3, -34.0] ✓"),
@@ -91,8 +86,6 @@ CLAIMS = [
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack", "256", "-4.4% ±1.0 [-5.5, -3.1] ✓"),
     ("and lose with it (+8.8% [+7.1, +10.1])", "conversion.md", "Change in perplexity against "
      "conversion_vanilla vanilla + dynamic-x4", "conversion_lowfreq slack + dynamic-x4", "256", "+8.8% ±1.5 [+7.1, +10.1] ✓"),
-    ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
-    ("has C 1624.83 and V 26.56 at step 100", "smollm2-validation.md", None, "smollm2_vanilla vanilla", "512", "26.56"),
     # Experiment 3 (passkey), 2026-12-06: round 2, three seeds.
     ("Vanilla 0.95 [0.91, 0.98] and exact 0.95\n  [0.91, 0.98] (+6/-6 p=1)",
      "passkey.md", None, "passkey_vanilla vanilla", "256", "0.95 [0.91, 0.98]"),
@@ -148,6 +141,48 @@ CLAIMS = [
      "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_slack slack + dynamic-x4", "256", "+8/-6 p=0.79"),
     ("vanilla +1/-1 p=1, slack\n+8/-6 p=0.79, exact +6/-0 p=0.031 ✓",
      "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_exact exact + dynamic-x4", "256", "+6/-0 p=0.031 ✓"),
+    # Experiment 4 (SmolLM2-135M), 2026-12-06: four arms, one seed.
+    ("it does not come back: 2663.65 [2585.67, 2745.14] in the window against 35.20\n  [34.43, 35.97]",
+     "smollm2-in-window.md", None, "smollm2_coca slack", "512", "2663.65 [2585.67, 2745.14]"),
+    ("it does not come back: 2663.65 [2585.67, 2745.14] in the window against 35.20\n  [34.43, 35.97]",
+     "smollm2-in-window.md", None, "smollm2_vanilla vanilla", "512", "35.20 [34.43, 35.97]"),
+    ("it comes closest, at 57.13 [55.84,\n  58.49], and still costs +62.3% [+60.3, +64.5] ✓",
+     "smollm2-in-window.md", None, "smollm2_fit slack", "512", "57.13 [55.84, 58.49]"),
+    ("it comes closest, at 57.13 [55.84,\n  58.49], and still costs +62.3% [+60.3, +64.5] ✓",
+     "smollm2-in-window.md", SMOLLM2_AGAINST_V, "smollm2_fit slack", "512", "+62.3% [+60.3, +64.5] ✓"),
+    ("the fitted one reads 293.92 [255.37, 338.29] at 8K against\n  24.19 [16.24, 36.03]",
+     "smollm2.md", None, "smollm2_fit slack", "8K", "293.92 [255.37, 338.29]"),
+    ("the fitted one reads 293.92 [255.37, 338.29] at 8K against\n  24.19 [16.24, 36.03]",
+     "smollm2.md", None, "smollm2_vanilla vanilla", "8K", "24.19 [16.24, 36.03]"),
+    ("+62.3% [+60.3, +64.5] ✓** against V: F 57.13 [55.84, 58.49], V 35.20 [34.43, 35.97], P 41.31\n[40.39, 42.27], C 2663.65",
+     "smollm2-in-window.md", None, "smollm2_parent vanilla", "512", "41.31 [40.39, 42.27]"),
+    ("Against C, F is -97.9% [-97.9, -97.8] ✓",
+     "smollm2-in-window.md", SMOLLM2_AGAINST_C, "smollm2_fit slack", "512", "-97.9% [-97.9, -97.8] ✓"),
+    ("P 33.25, V 26.56, C 1624.83, F\n  42.41", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
+    ("P 33.25, V 26.56, C 1624.83, F\n  42.41", "smollm2-validation.md", None, "smollm2_fit slack", "512", "42.41"),
+    ("P 33.25, V 26.56, C 1624.83, F\n  42.41", "smollm2-validation.md", None, "smollm2_vanilla vanilla", "512", "26.56"),
+    ("P 33.25, V 26.56, C 1624.83, F\n  42.41", "smollm2-validation.md", None, "smollm2_parent vanilla", "512", "33.25"),
+    ("validation perplexity 1624.83 against 26.56", "smollm2-validation.md", None, "smollm2_coca slack", "512", "1624.83"),
+    ("with the fitted W_t it reached 42.41", "smollm2-validation.md", None, "smollm2_fit slack", "512", "42.41"),
+    ("(P is +11.2% [+8.0, +14.5] against V)",
+     "smollm2.md", SMOLLM2_AGAINST_V, "smollm2_parent vanilla", "8K", "+11.2% [+8.0, +14.5]"),
+    ("and C 2647.60 [2621.27, 2674.20]", "smollm2.md", None, "smollm2_coca slack", "8K", "2647.60 [2621.27, 2674.20]"),
+    ("(ppl(16K)/ppl(8K) 1.46x [1.42, 1.50]\n  against 2.11x [1.91, 2.33])",
+     "smollm2.md", None, "smollm2_fit slack", "ppl(16K) / ppl(8K)", "1.46x [1.42, 1.50]"),
+    ("(ppl(16K)/ppl(8K) 1.46x [1.42, 1.50]\n  against 2.11x [1.91, 2.33])",
+     "smollm2.md", None, "smollm2_vanilla vanilla", "ppl(16K) / ppl(8K)", "2.11x [1.91, 2.33]"),
+    ("with dynamic NTK it falls (0.93x [0.88, 0.99])",
+     "smollm2.md", None, "smollm2_fit slack + dynamic-x4", "ppl(16K) / ppl(8K)", "0.93x [0.88, 0.99]"),
+    ("V with dynamic NTK reads 27.59 [18.83, 40.43]",
+     "smollm2.md", None, "smollm2_vanilla vanilla + dynamic-x4", "16K", "27.59 [18.83, 40.43]"),
+    ("with YaRN (factor 2) 27.43 [17.88, 42.09]", "smollm2.md", None, "smollm2_parent vanilla + yarn-x2", "16K",
+     "27.43 [17.88, 42.09]"),
+    ("F with dynamic NTK 273.56 [252.51, 296.36]", "smollm2.md", None, "smollm2_fit slack + dynamic-x4", "16K",
+     "273.56 [252.51, 296.36]"),
+    ("P\n  and V find 1 of 2 keys at 2K and 4K, V also at 8K, none at 16K; C and F none at any length",
+     "smollm2-passkey.md", None, "smollm2_vanilla vanilla", "8K", "0.50"),
+    ("P\n  and V find 1 of 2 keys at 2K and 4K, V also at 8K, none at 16K; C and F none at any length",
+     "smollm2-passkey.md", None, "smollm2_fit slack", "2K", "0.00"),
 ]
 
 
