@@ -20,10 +20,11 @@
 #     $ROOT/smollm2-passkey.md; and a few lines each arm writes from the same prompts:
 #     $ROOT/smollm2-samples.md.
 # An evaluation folder that exists is skipped whatever the knobs say: delete it to measure again.
-# Cost on a 2-core CPU, measured with one thread per job (docs/experiments.md): 100 training steps
-# about an hour an arm; one 16K document (two 8K windows and one 16K) about 5 minutes a model and
-# RoPE setting; 2 passkey prompts at each of 2K..16K about 12 minutes a model. The defaults are
-# sized to about 3-4 hours on two idle cores; a GPU makes all of it minutes.
+# Cost on a 2-core CPU, measured with one thread per job, two jobs at a time (docs/experiments.md):
+# 100 training steps about an hour an arm; the whole test split at 512 22-32 minutes a model; two
+# 16K documents 10-14 minutes a model and RoPE setting; 2 passkey prompts at each of 2K..16K 8-12
+# minutes a model. With PASSKEY_CASES=2 (the published run) about 7 one-thread CPU-hours in all;
+# the default 5 prompts add about an hour. A GPU makes all of it minutes.
 # From the repository root:
 #   launch/experiments/smollm2.sh [training overrides...]
 SEQ_LEN=${SEQ_LEN:-512}
