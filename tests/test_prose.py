@@ -141,6 +141,10 @@ CLAIMS = [
      "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_slack slack + dynamic-x4", "256", "+8/-6 p=0.79"),
     ("vanilla +1/-1 p=1, slack\n+8/-6 p=0.79, exact +6/-0 p=0.031 ✓",
      "passkey.md", PASSKEY_NTK_AGAINST_ITSELF, "passkey_exact exact + dynamic-x4", "256", "+6/-0 p=0.031 ✓"),
+    ("(+4.8% against\n  +9.9% from W_k on validation)", "conversion-validation.md", "Change in perplexity",
+     "conversion_fit slack", "128", "+4.8% [+4.5, +5.0] ✓"),
+    ("(+4.8% against\n  +9.9% from W_k on validation)", "conversion-validation.md", "Change in perplexity",
+     "conversion_kproj_all slack", "128", "+9.9% [+9.5, +10.3] ✓"),
     # Experiment 4 (SmolLM2-135M), 2026-12-06: four arms, one seed.
     ("it does not come back: 2663.65 [2585.67, 2745.14] in the window against 35.20\n  [34.43, 35.97]",
      "smollm2-in-window.md", None, "smollm2_coca slack", "512", "2663.65 [2585.67, 2745.14]"),
