@@ -232,7 +232,7 @@ def _attention_layers(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
 def _reinitialise(linear: nn.Linear, std: float, head_dim: int, first_slice: int) -> None:
     """Draw W_t afresh, but for the rows of slices below first_slice, which stay W_k."""
     params = [p for p in (linear.weight, linear.bias) if p is not None]
-    with _gathered(params):
+    with gathered(params):
         rows = (torch.arange(linear.weight.shape[0], device=linear.weight.device) % head_dim) % (head_dim // 2)
         coca_rows = rows >= first_slice
         fresh = torch.empty_like(linear.weight).normal_(mean=0.0, std=std)
@@ -253,7 +253,7 @@ def first_coca_slice(config) -> int:
     return next((j for j in range(half) if 2 * math.pi * theta ** (2 * j / head_dim) > trained), half)
 
 
-def _gathered(params: list[nn.Parameter]):
+def gathered(params: list[nn.Parameter]):
     """Whole parameters to modify: ZeRO-3 partitions them, and rank 0's new values are shared."""
     if not any(hasattr(p, "ds_id") for p in params):
         return contextlib.nullcontext()

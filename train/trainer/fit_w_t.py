@@ -30,12 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import deepspeed
 import torch
 from torch import nn
 from torch.nn import functional
 
-from train.coca import CocaAttention, coca_query_key
+from train.coca import CocaAttention, coca_query_key, gathered
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEQUENCES = 16
@@ -60,13 +59,10 @@ def fit_w_t(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[fl
 @contextlib.contextmanager
 def _rank0_weights(layer: CocaAttention):
     """The layer's whole weights inside; on leaving, every rank holds rank 0's."""
-    sharded = [p for p in layer.parameters() if hasattr(p, "ds_id")]  # ZeRO-3's partitioned parameters
-    if sharded:
-        with deepspeed.zero.GatheredParameters(sharded, modifier_rank=0):
-            yield
-        return
-    yield
-    if torch.distributed.is_initialized():
+    with gathered(list(layer.parameters())):
+        yield
+    # Under ZeRO-3 the gather has already shared rank 0's values; otherwise every rank holds its own fit.
+    if torch.distributed.is_initialized() and not hasattr(layer.k_proj.weight, "ds_id"):
         for tensor in (layer.k_proj.weight, layer.k_proj.bias):
             if tensor is not None:
                 torch.distributed.broadcast(tensor.data, src=0)

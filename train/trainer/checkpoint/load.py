@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import deepspeed
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
+from train.coca import gathered
 from train.lora import is_lora
 from train.trainer import distributed
 from train.trainer.checkpoint.rng import restore_rng
@@ -34,8 +34,9 @@ def load_weights(engine, folder: Path) -> None:
     of any ZeRO stage and number of ranks. DeepSpeed's own weights-only load is not used: under
     ZeRO-3 it consolidates the folder's `latest` step whatever step it was asked for, and it cannot
     read another stage's files."""
-    sharded = [p for p in engine.module.parameters() if hasattr(p, "ds_id")]  # ZeRO-3's partitions
-    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=0):
+    params = list(engine.module.parameters())
+    sharded = hasattr(params[0], "ds_id")  # ZeRO-3 partitions every weight
+    with gathered(params):
         if not sharded or distributed.is_main():  # under ZeRO-3 rank 0 reads, and its copy goes to every shard
             engine.module.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name))
     engine.optimizer.refresh_fp32_params()  # the optimizer's fp32 master copy takes them
