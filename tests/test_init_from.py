@@ -1,5 +1,6 @@
 """Converting a trained vanilla run to CoCA with `model.init_from`: what W_t starts from."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,15 @@ def test_init_from_a_one_rank_zero2_run_into_two_ranks_under_zero3(train_here, t
     assert child.keys() == trained.keys()
     for name, value in trained.items():
         assert torch.equal(child[name], value), name
+
+
+@pytest.mark.parametrize("name", ["a file", "none", "auto"])
+def test_an_init_from_that_is_no_checkpoint_is_refused_under_its_own_key(train_here, tmp_path, monkeypatch, name):
+    """resume's special values mean nothing here: a folder named `none` taken as no init_from would
+    train from scratch without a word."""
+    from conf.errors import BadInput
+
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_text("not a checkpoint") if name == "a file" else Path(name).mkdir()
+    with pytest.raises(BadInput, match=rf"^model.init_from='{name}' holds no complete checkpoint .*step folder$"):
+        train_here(f"run_dir={tmp_path / 'child'}", *COMMON, "model.attention=slack", f"model.init_from={name}")

@@ -24,7 +24,7 @@ from data.tokenizer import load_tokenizer
 from train.coca import CONFIG_KEY, convert_to_coca
 from train.lora import merged, read_reference
 from train.model import DTYPES, apply_rope_scaling, load_config, load_pretrained, warn_of_flex_on_cpu
-from train.trainer.checkpoint.folders import find_resume_checkpoint, is_complete
+from train.trainer.checkpoint.folders import find_checkpoint, is_complete
 from data.gguf_model import gguf_folder, is_gguf
 from train.trainer.state import STATE_FILE, read_state
 from conf.errors import BadInput
@@ -68,8 +68,7 @@ def resolve(path: str, key: str = "checkpoint", cache_dir: str | None = None) ->
     if not is_complete(folder) and _is_transformers_folder(folder):
         return Checkpoint(folder, EXPORTED)
     try:
-        # An absolute path never reads as resume's special values auto/none.
-        step = find_resume_checkpoint(str(folder), folder)
+        step = find_checkpoint(str(folder), key)
     except BadInput:
         raise BadInput(
             f"{key}={path!r} is not a checkpoint: give a run_dir, its checkpoints/ folder, a complete step-N "

@@ -78,18 +78,22 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
         return None
     if resume == "auto":
         return latest_checkpoint(run_dir / "checkpoints")
-    path = Path(resume)
-    for candidate in (path, path / "checkpoints"):
+    return find_checkpoint(resume, "resume")
+
+
+def find_checkpoint(path: str, key: str) -> Path:
+    """The complete step folder that `path` names (a run_dir, its checkpoints/ folder or a step
+    folder); `key` is the setting it came from, for messages."""
+    for candidate in (Path(path), Path(path) / "checkpoints"):
         found = candidate if is_complete(candidate) else latest_checkpoint(candidate) if candidate.is_dir() else None
         if found is not None:
             if (problem := damage(found)) is not None:
-                raise BadInput(f"{resume!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
+                raise BadInput(f"{key}={path!r}: checkpoint {found} is damaged ({problem}); it is left as it is: "
                                  "name an earlier step folder")
             return found
-    raise BadInput(
-        f"resume={resume!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
-        "give a run_dir, its checkpoints/ folder or a step folder, or use resume=auto|none"
-    )
+    special = ", or use resume=auto|none" if key == "resume" else ""
+    raise BadInput(f"{key}={path!r} holds no complete checkpoint (a step-N folder with {STATE_FILE}); "
+                   f"give a run_dir, its checkpoints/ folder or a step folder{special}")
 
 
 def to_prune(root: Path, keep_last: int, keep: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from train.trainer import distributed
-from train.trainer.checkpoint.folders import find_resume_checkpoint, remove, start_removal, to_prune
+from train.trainer.checkpoint.folders import find_checkpoint, remove, start_removal, to_prune
 from train.trainer.checkpoint.resume import ResumePlan, plan_resume
 from train.trainer.checkpoint.save import save
 from train.trainer.run_dir_lock import RunDirLock
@@ -39,7 +39,7 @@ class CheckpointManager:
             plan = plan_resume(resume, self.run_dir)
             parent = None
             if init_from is not None and plan.chosen is None:
-                parent = find_resume_checkpoint(init_from, Path(init_from))
+                parent = find_checkpoint(init_from, "model.init_from")
             return plan, parent
 
         return distributed.main_decides(decide)
